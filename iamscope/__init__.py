@@ -1,0 +1,53 @@
+"""iamscope: who is this, what may they see, who owns this work.
+
+The public API is exactly ``__all__`` (guarded by ``tests/test_public_api.py``).
+"""
+
+from iamscope import errors
+from iamscope.errors import (
+    AccessDenied,
+    ConfigError,
+    IAMScopeError,
+    KeysUnavailable,
+    RequestInvalid,
+    TokenError,
+)
+from iamscope.tokens import (
+    PRESETS,
+    AsyncTokenVerifier,
+    ClaimMap,
+    IssuerConfig,
+    KeyPolicy,
+    Principal,
+    Source,
+    TokenVerifier,
+    Verifier,
+    extract_from_environ,
+    extract_from_headers,
+    issuers_from_config,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "AccessDenied",
+    "AsyncTokenVerifier",
+    "ClaimMap",
+    "ConfigError",
+    "IAMScopeError",
+    "IssuerConfig",
+    "KeyPolicy",
+    "KeysUnavailable",
+    "Principal",
+    "RequestInvalid",
+    "Source",
+    "TokenError",
+    "TokenVerifier",
+    "Verifier",
+    "__version__",
+    "errors",
+    "extract_from_environ",
+    "extract_from_headers",
+    "issuers_from_config",
+]

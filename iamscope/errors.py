@@ -1,0 +1,230 @@
+"""Every error iamscope raises, in one tree.
+
+Each class carries a stable machine ``code`` (used in HTTP problem bodies and audit
+events), the HTTP ``status`` it answers with, and the RFC 6750 ``error`` value for the
+``WWW-Authenticate`` header. Messages never contain the raw token or its claim values:
+they name the rule that failed, and at most the *name* of a claim.
+
+    IAMScopeError
+    ├── ConfigError ......................... config_invalid  (load time, not per request)
+    ├── RequestInvalid ...................... request_invalid        400 invalid_request
+    ├── TokenError .......................... token_invalid          401 invalid_token
+    │   ├── TokenMissing .................... token_missing
+    │   ├── TokenTooLarge ................... token_too_large
+    │   ├── TokenMalformed .................. token_malformed
+    │   ├── TokenUnsupported ................ token_unsupported      (JWE, JSON form, alg none)
+    │   ├── HeaderInvalid ................... header_invalid         (crit, jwk/jku/x5u/x5c, kid)
+    │   │   ├── AlgorithmNotAllowed ......... algorithm_not_allowed
+    │   │   └── TokenTypeInvalid ............ token_type_invalid
+    │   ├── IssuerUntrusted ................. issuer_untrusted
+    │   ├── KeyNotFound ..................... key_not_found
+    │   ├── SignatureInvalid ................ signature_invalid
+    │   ├── ClaimInvalid (.claim) ........... claim_invalid
+    │   │   ├── ClaimMissing ................ claim_missing
+    │   │   ├── TokenExpired ................ token_expired
+    │   │   ├── TokenNotYetValid ............ token_not_yet_valid
+    │   │   ├── TokenIssuedInFuture ......... token_issued_in_future
+    │   │   ├── TokenLifetimeExceeded ....... token_lifetime_exceeded
+    │   │   ├── AudienceInvalid ............. audience_invalid
+    │   │   └── SignerInvalid ............... signer_invalid         (AWS ALB)
+    │   └── ClaimMappingError (.claim) ...... claim_mapping_invalid
+    │       └── GroupsOverage ............... groups_overage         (Entra ID)
+    ├── AccessDenied ........................ access_denied          403 insufficient_scope
+    └── KeysUnavailable ..................... keys_unavailable       503 (outage, not bad token)
+
+``KeysUnavailable`` deliberately does not inherit from ``TokenError``: code that catches
+token faults to answer 401 must not swallow an outage.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "AlgorithmNotAllowed",
+    "AudienceInvalid",
+    "ClaimInvalid",
+    "ClaimMappingError",
+    "ClaimMissing",
+    "ConfigError",
+    "GroupsOverage",
+    "HeaderInvalid",
+    "IAMScopeError",
+    "IssuerUntrusted",
+    "KeyNotFound",
+    "KeysUnavailable",
+    "RequestInvalid",
+    "SignatureInvalid",
+    "SignerInvalid",
+    "TokenError",
+    "TokenExpired",
+    "TokenIssuedInFuture",
+    "TokenLifetimeExceeded",
+    "TokenMalformed",
+    "TokenMissing",
+    "TokenNotYetValid",
+    "TokenTooLarge",
+    "TokenTypeInvalid",
+    "TokenUnsupported",
+]
+
+
+class IAMScopeError(Exception):
+    """Base of every iamscope error."""
+
+    code: str = "iamscope_error"
+    status: int = 500
+    error: str = ""  # RFC 6750 error value, empty when the answer is not an auth challenge
+
+    def __init__(self, message: str, *, issuer: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: The configured issuer's *name* when one was selected (never an unverified URL).
+        self.issuer = issuer
+
+
+class ConfigError(IAMScopeError):
+    """A configuration or policy that cannot be loaded. Raised at load time."""
+
+    code = "config_invalid"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        where = source or "<config>"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
+        self.source = source
+        self.line = line
+        self.key = key
+
+
+class RequestInvalid(IAMScopeError):
+    """The request is malformed (e.g. two Authorization headers)."""
+
+    code = "request_invalid"
+    status = 400
+    error = "invalid_request"
+
+
+class TokenError(IAMScopeError):
+    """The credential is missing or cannot be trusted."""
+
+    code = "token_invalid"
+    status = 401
+    error = "invalid_token"
+
+
+class TokenMissing(TokenError):
+    code = "token_missing"
+    # RFC 6750 §3.1: a request with no credentials gets a bare challenge, no error code.
+    error = ""
+
+
+class TokenTooLarge(TokenError):
+    code = "token_too_large"
+
+
+class TokenMalformed(TokenError):
+    code = "token_malformed"
+
+
+class TokenUnsupported(TokenError):
+    code = "token_unsupported"
+
+
+class HeaderInvalid(TokenError):
+    code = "header_invalid"
+
+
+class AlgorithmNotAllowed(HeaderInvalid):
+    code = "algorithm_not_allowed"
+
+
+class TokenTypeInvalid(HeaderInvalid):
+    code = "token_type_invalid"
+
+
+class IssuerUntrusted(TokenError):
+    code = "issuer_untrusted"
+
+
+class KeyNotFound(TokenError):
+    code = "key_not_found"
+
+
+class SignatureInvalid(TokenError):
+    code = "signature_invalid"
+
+
+class ClaimInvalid(TokenError):
+    code = "claim_invalid"
+
+    def __init__(self, message: str, *, claim: str, issuer: str | None = None) -> None:
+        super().__init__(message, issuer=issuer)
+        #: The claim's name (never its value).
+        self.claim = claim
+
+
+class ClaimMissing(ClaimInvalid):
+    code = "claim_missing"
+
+
+class TokenExpired(ClaimInvalid):
+    code = "token_expired"
+
+
+class TokenNotYetValid(ClaimInvalid):
+    code = "token_not_yet_valid"
+
+
+class TokenIssuedInFuture(ClaimInvalid):
+    code = "token_issued_in_future"
+
+
+class TokenLifetimeExceeded(ClaimInvalid):
+    code = "token_lifetime_exceeded"
+
+
+class AudienceInvalid(ClaimInvalid):
+    code = "audience_invalid"
+
+
+class SignerInvalid(ClaimInvalid):
+    code = "signer_invalid"
+
+
+class ClaimMappingError(TokenError):
+    """A verified token whose claims do not have the shape the issuer's mapping expects."""
+
+    code = "claim_mapping_invalid"
+
+    def __init__(self, message: str, *, claim: str, issuer: str | None = None) -> None:
+        super().__init__(message, issuer=issuer)
+        self.claim = claim
+
+
+class GroupsOverage(ClaimMappingError):
+    """Entra ID left the groups out of the token (`_claim_names`): never read as 'no groups'."""
+
+    code = "groups_overage"
+
+
+class AccessDenied(IAMScopeError):
+    """A verified principal lacks what the resource requires."""
+
+    code = "access_denied"
+    status = 403
+    error = "insufficient_scope"
+
+
+class KeysUnavailable(IAMScopeError):
+    """A configured issuer's keys cannot be had right now (discovery or JWKS outage)."""
+
+    code = "keys_unavailable"
+    status = 503

@@ -1,0 +1,118 @@
+"""Reading claims by dotted path and shaping them into a :class:`Principal`'s fields.
+
+Pure functions over a verified payload. Paths are dotted (``realm_access.roles``) and
+match claim names that themselves contain dots or slashes (``kubernetes.io.namespace``,
+``https://acme.com/groups``): at each level the longest claim name that fits wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from iamscope.errors import ClaimMappingError
+
+__all__ = ["ClaimMap", "lookup", "string_values"]
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimMap:
+    """Where a provider keeps each part of the principal.
+
+    Each field lists paths; values found under every path are united. For ``subject``
+    and each attribute the first path present wins (providers move claims between
+    token versions, e.g. Entra ID's ``upn`` and ``preferred_username``).
+    """
+
+    subject: tuple[str, ...] = ("sub",)
+    groups: tuple[str, ...] = ("groups",)
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ("scope", "scp")
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    delimiter: str | None = None  # for providers that send groups/roles as "a,b"
+
+
+def lookup(claims: Mapping[str, Any], path: str) -> Any:
+    """The value at ``path``, or the module's missing marker (see :func:`is_missing`)."""
+    node: Any = claims
+    rest = path
+    while True:
+        if not isinstance(node, Mapping):
+            return _MISSING
+        if rest in node:
+            return node[rest]
+        best = _longest_prefix(node, rest)
+        if best is None:
+            return _MISSING
+        node = node[best]
+        rest = rest[len(best) + 1 :]
+
+
+def _longest_prefix(node: Mapping[str, Any], rest: str) -> str | None:
+    best: str | None = None
+    for key in node:
+        if (
+            isinstance(key, str)
+            and rest.startswith(key)
+            and rest[len(key) : len(key) + 1] == "."
+            and (best is None or len(key) > len(best))
+        ):
+            best = key
+    return best
+
+
+def is_missing(value: Any) -> bool:
+    return value is _MISSING
+
+
+def string_values(
+    value: Any, *, claim: str, delimiter: str | None, split_spaces: bool = False
+) -> tuple[str, ...]:
+    """Coerce a claim to a tuple of strings, or raise :class:`ClaimMappingError`.
+
+    A string is one value unless a delimiter applies; a list must hold only strings.
+    Anything else (numbers, objects, mixed lists) is a mapping error, never a crash and
+    never silently empty.
+    """
+    if value is _MISSING or value is None:
+        return ()
+    if isinstance(value, str):
+        if split_spaces:
+            return tuple(value.split())
+        if delimiter is not None:
+            return tuple(part.strip() for part in value.split(delimiter) if part.strip())
+        return (value,) if value else ()
+    if isinstance(value, list):
+        if all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ClaimMappingError(f"claim '{claim}' must be a list of strings", claim=claim)
+    raise ClaimMappingError(f"claim '{claim}' must be a string or a list of strings", claim=claim)
+
+
+def union(
+    claims: Mapping[str, Any],
+    paths: tuple[str, ...],
+    *,
+    delimiter: str | None,
+    split_spaces: bool = False,
+) -> frozenset[str]:
+    values: set[str] = set()
+    for path in paths:
+        values.update(
+            string_values(
+                lookup(claims, path), claim=path, delimiter=delimiter, split_spaces=split_spaces
+            )
+        )
+    return frozenset(values)
+
+
+def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
+    """The first path present and its value, or ``("", missing)``."""
+    for path in paths:
+        value = lookup(claims, path)
+        if value is not _MISSING:
+            return path, value
+    return "", _MISSING

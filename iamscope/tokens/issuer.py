@@ -1,0 +1,281 @@
+"""A trusted issuer's settings (contract 2), built from code or from a config mapping."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from iamscope.errors import ConfigError
+from iamscope.tokens.claims import ClaimMap
+from iamscope.tokens.extract import Source
+from iamscope.tokens.jose import DEFAULT_MAX_TOKEN_BYTES
+from iamscope.tokens.providers import PRESETS, Preset
+
+__all__ = ["ASYMMETRIC_ALGORITHMS", "IssuerConfig", "issuers_from_config"]
+
+#: Every algorithm iamscope verifies. HMAC is absent on purpose: a JWKS issuer publishes
+#: public keys, and accepting HS* with a public key as the secret is the classic
+#: algorithm-confusion attack (RFC 8725 §2.1).
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+MAX_LEEWAY = 60.0
+
+_KEYS = (
+    "name",
+    "issuer",
+    "audience",
+    "jwks_uri",
+    "keys_url",
+    "preset",
+    "claims",
+    "algorithms",
+    "token_types",
+    "max_lifetime",
+    "leeway",
+    "source",
+    "max_token_bytes",
+    "required_claims",
+    "client_id",
+    "namespace",
+    "token_use",
+    "signers",
+    "hosted_domains",
+)
+_CLAIM_KEYS = ("subject", "groups", "roles", "scopes", "attributes", "delimiter")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    """One trusted issuer. Matching on ``issuer`` is exact: never a prefix, never a guess."""
+
+    name: str
+    issuer: str
+    audience: tuple[str, ...] = ()
+    preset: Preset = PRESETS["generic"]
+    claims: ClaimMap | None = None  # None: the preset's layout
+    jwks_uri: str | None = None  # None: OIDC discovery from `issuer`
+    keys_url: str | None = None  # per-kid PEM endpoint with "{kid}" (AWS ALB)
+    algorithms: tuple[str, ...] | None = None  # None: the preset's, else all asymmetric
+    token_types: tuple[str, ...] = ()
+    max_lifetime: float | None = None
+    leeway: float = 0.0
+    source: Source | None = None  # None: the preset's
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    required_claims: tuple[str, ...] = ()
+    client_id: str | None = None
+    namespace: str | None = None
+    token_use: tuple[str, ...] = ("access",)
+    signers: tuple[str, ...] = ()
+    hosted_domains: tuple[str, ...] = ()
+    audience_set: frozenset[str] = field(init=False, repr=False)
+    claim_map: ClaimMap = field(init=False, repr=False)
+    allowed_algorithms: frozenset[str] = field(init=False, repr=False)
+    token_source: Source = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        algorithms = self.algorithms or self.preset.algorithms or ASYMMETRIC_ALGORITHMS
+        object.__setattr__(self, "audience_set", frozenset(self.audience))
+        object.__setattr__(self, "allowed_algorithms", frozenset(algorithms))
+        object.__setattr__(self, "claim_map", _fill(self.claims or self.preset.claims, self))
+        object.__setattr__(self, "token_source", self.source or self.preset.source)
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, where: str | None = None) -> IssuerConfig:
+        """Build from a config-file mapping, with precise errors for unknown keys."""
+        _reject_unknown(data, _KEYS, where, "issuer")
+        kwargs: dict[str, Any] = {k: v for k, v in data.items() if k not in _SPECIAL}
+        for key in (
+            "audience",
+            "algorithms",
+            "token_types",
+            "required_claims",
+            "token_use",
+            "signers",
+            "hosted_domains",
+        ):
+            if key in kwargs:
+                kwargs[key] = _strings(kwargs[key], key, where)
+        if "preset" in data:
+            preset = data["preset"]
+            if preset not in PRESETS:
+                raise ConfigError(
+                    f"unknown preset {preset!r}{_did_you_mean(str(preset), PRESETS)}",
+                    source=where,
+                    key="preset",
+                )
+            kwargs["preset"] = PRESETS[preset]
+        if "claims" in data:
+            base = kwargs.get("preset", PRESETS["generic"]).claims
+            kwargs["claims"] = _claim_overrides(base, data["claims"], where)
+        if "source" in data:
+            kwargs["source"] = _source(data["source"], where)
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"invalid issuer settings: {exc}", source=where) from exc
+
+
+_SPECIAL = ("preset", "claims", "source")
+
+
+def _validate(cfg: IssuerConfig) -> None:
+    where = f"issuer {cfg.name!r}"
+    if not cfg.name:
+        raise ConfigError("an issuer needs a name")
+    if not cfg.issuer or urlsplit(cfg.issuer).scheme not in ("https", "http"):
+        raise ConfigError(f"{where}: 'issuer' must be an http(s) URL", key="issuer")
+    if cfg.preset.audience_required and not cfg.audience:
+        raise ConfigError(f"{where}: 'audience' is required", key="audience")
+    for url_key in ("jwks_uri", "keys_url"):
+        url = getattr(cfg, url_key)
+        if url is not None and urlsplit(url).scheme not in ("https", "http"):
+            raise ConfigError(f"{where}: {url_key!r} must be an http(s) URL", key=url_key)
+    if cfg.preset.pem_keys and cfg.keys_url is None:
+        raise ConfigError(f"{where}: preset {cfg.preset.name!r} needs 'keys_url'", key="keys_url")
+    if cfg.keys_url is not None and "{kid}" not in cfg.keys_url:
+        raise ConfigError(f"{where}: 'keys_url' must contain '{{kid}}'", key="keys_url")
+    for needed in cfg.preset.requires:
+        if not getattr(cfg, needed):
+            raise ConfigError(f"{where}: preset {cfg.preset.name!r} needs {needed!r}", key=needed)
+    if not 0 <= cfg.leeway <= MAX_LEEWAY:
+        raise ConfigError(f"{where}: 'leeway' must be between 0 and 60 seconds", key="leeway")
+    if cfg.max_lifetime is not None and cfg.max_lifetime <= 0:
+        raise ConfigError(f"{where}: 'max_lifetime' must be positive", key="max_lifetime")
+    if not 0 < cfg.max_token_bytes <= 1024 * 1024:
+        raise ConfigError(f"{where}: 'max_token_bytes' is out of range", key="max_token_bytes")
+    bad = [a for a in (cfg.algorithms or ()) if a not in ASYMMETRIC_ALGORITHMS]
+    if bad:
+        raise ConfigError(
+            f"{where}: algorithms {bad} are not accepted (never 'none', never HMAC for a "
+            f"JWKS issuer); choose from {list(ASYMMETRIC_ALGORITHMS)}",
+            key="algorithms",
+        )
+
+
+def _fill(claims: ClaimMap, cfg: IssuerConfig) -> ClaimMap:
+    """Resolve ``{client_id}`` / ``{namespace}`` in paths; drop paths whose value is unset."""
+    values = {"client_id": cfg.client_id, "namespace": cfg.namespace}
+
+    def fill(paths: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for path in paths:
+            if "{" not in path:
+                out.append(path)
+                continue
+            needed = [k for k in values if "{" + k + "}" in path]
+            if all(values[k] for k in needed):
+                out.append(path.format(**values))
+        return tuple(out)
+
+    return ClaimMap(
+        subject=fill(claims.subject),
+        groups=fill(claims.groups),
+        roles=fill(claims.roles),
+        scopes=fill(claims.scopes),
+        attributes={name: fill(paths) for name, paths in claims.attributes.items()},
+        delimiter=claims.delimiter,
+    )
+
+
+def _did_you_mean(word: str, choices: Sequence[str] | Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _reject_unknown(
+    data: Mapping[str, Any], allowed: Sequence[str], where: str | None, what: str
+) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{what} settings must be a mapping", source=where)
+    lines = getattr(data, "lines", {})
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown {what} key {key!r}{_did_you_mean(str(key), allowed)}",
+                source=where,
+                line=lines.get(key),
+                key=str(key),
+            )
+
+
+def _strings(value: Any, key: str, where: str | None) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{key!r} must be a string or a list of strings", source=where, key=key)
+
+
+def _claim_overrides(base: ClaimMap, data: Any, where: str | None) -> ClaimMap:
+    _reject_unknown(data, _CLAIM_KEYS, where, "claims")
+    fields: dict[str, Any] = {
+        "subject": base.subject,
+        "groups": base.groups,
+        "roles": base.roles,
+        "scopes": base.scopes,
+        "attributes": dict(base.attributes),
+        "delimiter": base.delimiter,
+    }
+    for key in ("subject", "groups", "roles", "scopes"):
+        if key in data:
+            fields[key] = _strings(data[key], f"claims.{key}", where) if data[key] else ()
+    if "attributes" in data:
+        attrs = data["attributes"]
+        if not isinstance(attrs, Mapping):
+            raise ConfigError("'claims.attributes' must be a mapping", source=where)
+        for name, paths in attrs.items():
+            fields["attributes"][name] = _strings(paths, f"claims.attributes.{name}", where)
+    if "delimiter" in data:
+        delimiter = data["delimiter"]
+        if not isinstance(delimiter, str) or not delimiter:
+            raise ConfigError("'claims.delimiter' must be a non-empty string", source=where)
+        fields["delimiter"] = delimiter
+    return ClaimMap(**fields)
+
+
+def _source(data: Any, where: str | None) -> Source:
+    # "bearer", {"cookie": "name"} or {"header": "x-forwarded-assertion"}
+    if data == "bearer":
+        return Source.bearer()
+    if isinstance(data, Mapping) and len(data) == 1:
+        ((kind, name),) = data.items()
+        if kind == "cookie" and isinstance(name, str) and name:
+            return Source.cookie(name)
+        if kind == "header" and isinstance(name, str) and name:
+            return Source.header(name)
+    raise ConfigError(
+        "'source' must be 'bearer', {cookie: NAME} or {header: NAME}", source=where, key="source"
+    )
+
+
+def issuers_from_config(data: Any, *, where: str | None = None) -> tuple[IssuerConfig, ...]:
+    """The ``issuers`` list of a config file; names and issuer URLs must be unique."""
+    if not isinstance(data, list) or not data:
+        raise ConfigError("'issuers' must be a non-empty list", source=where, key="issuers")
+    issuers = tuple(IssuerConfig.from_mapping(item, where=where) for item in data)
+    for attr in ("name", "issuer"):
+        seen: set[str] = set()
+        for cfg in issuers:
+            value = getattr(cfg, attr)
+            if value in seen:
+                raise ConfigError(f"two issuers share the {attr} {value!r}", source=where)
+            seen.add(value)
+    return issuers

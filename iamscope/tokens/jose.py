@@ -1,0 +1,179 @@
+"""Strict parsing of compact JWS (RFC 7515) — no keys, no I/O, no claims policy.
+
+Owns what every token must satisfy before its issuer is even known: size, segment
+shape, canonical base64url, strict UTF-8 JSON objects without duplicate members, and
+the header members no issuer may use (RFC 8725 §2, §3.10). Parsing happens once per
+token; everything downstream works on the returned :class:`ParsedToken`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from iamscope.errors import HeaderInvalid, TokenMalformed, TokenTooLarge, TokenUnsupported
+
+__all__ = ["DEFAULT_MAX_TOKEN_BYTES", "ParsedToken", "b64url_decode", "loads_object", "parse"]
+
+DEFAULT_MAX_TOKEN_BYTES = 16 * 1024
+MAX_KID_LENGTH = 256
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+# Canonical encodings only: the unused low bits of the last character must be zero, so a
+# token has exactly one spelling (no signature malleability, one cache key per token).
+_LAST_CHAR_OK = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
+# Members that carry or point at a key, or change how the payload is read. A verifier
+# that honoured any of them would let the token choose its own key (RFC 8725 §3.10).
+_FORBIDDEN_HEADER = ("jwk", "jku", "x5u", "x5c", "b64", "zip")
+_LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedToken:
+    """A token split and decoded, not yet trusted."""
+
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+    padded: bool  # base64 padding was present (tolerated only for AWS ALB issuers)
+
+
+def b64url_decode(segment: str, *, allow_padding: bool = False) -> bytes:
+    """Decode one base64url segment, refusing anything but the canonical unpadded form."""
+    padded = segment.endswith("=")
+    if padded:
+        if not allow_padding:
+            raise TokenMalformed("base64url segment carries '=' padding")
+        stripped = segment.rstrip("=")
+        if len(segment) % 4 or len(segment) - len(stripped) > 2:
+            raise TokenMalformed("base64url segment has wrong padding")
+        segment = stripped
+    if not _B64URL.fullmatch(segment):
+        raise TokenMalformed("segment is not base64url")
+    rem = len(segment) % 4
+    if rem == 1:
+        raise TokenMalformed("base64url segment has an impossible length")
+    if rem and segment[-1] not in _LAST_CHAR_OK[rem]:
+        raise TokenMalformed("base64url segment is not canonically encoded")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - excluded by the checks above
+        raise TokenMalformed("segment is not base64url") from exc
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateMember
+    return obj
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFiniteNumber(name)
+
+
+class _DuplicateMember(ValueError):
+    pass
+
+
+class _NonFiniteNumber(ValueError):
+    pass
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object_without_duplicates, parse_constant=_refuse_constant
+)
+
+
+def loads_object(data: bytes, what: str) -> dict[str, Any]:
+    """Parse strict UTF-8 JSON that must be an object; duplicate members are refused.
+
+    ``what`` names the document in error messages ("header", "JWKS"...). Errors are
+    :class:`TokenMalformed`; callers outside token parsing translate them.
+    """
+    try:
+        text = data.decode("utf-8")
+        value = _DECODER.decode(text)
+    except UnicodeDecodeError as exc:
+        raise TokenMalformed(f"{what} is not UTF-8") from exc
+    except _DuplicateMember as exc:
+        raise TokenMalformed(f"{what} has duplicate member names") from exc
+    except _NonFiniteNumber as exc:
+        raise TokenMalformed(f"{what} has a non-finite number") from exc
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and int-string-length limits.
+        raise TokenMalformed(f"{what} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise TokenMalformed(f"{what} is not a JSON object")
+    if _LONE_SURROGATE_HINT.search(text) and not _encodable(value):
+        raise TokenMalformed(f"{what} has an unpaired surrogate escape")
+    return value
+
+
+def _encodable(value: Any) -> bool:
+    """True when every string in the document survives UTF-8 encoding (rare path)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def parse(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> ParsedToken:
+    """Split and decode a compact JWS. Raises a :class:`TokenError` subclass on any fault."""
+    if len(token) > max_bytes:
+        raise TokenTooLarge(f"token exceeds {max_bytes} bytes")
+    if not token.isascii():
+        raise TokenMalformed("token has non-ASCII characters")
+    if token[:1] == "{":
+        raise TokenUnsupported("JWS JSON serialisation is not accepted")
+    parts = token.split(".")
+    if len(parts) == 5:
+        raise TokenUnsupported("encrypted tokens (JWE) are not accepted")
+    if len(parts) != 3:
+        raise TokenMalformed("token is not a compact JWS (three segments)")
+    h64, p64, s64 = parts
+    header = loads_object(b64url_decode(h64, allow_padding=True), "header")
+    _check_header(header)
+    if not s64:
+        raise TokenUnsupported("unsigned tokens are not accepted")
+    payload = loads_object(b64url_decode(p64, allow_padding=True), "payload")
+    signature = b64url_decode(s64, allow_padding=True)
+    padded = token.find("=") != -1
+    return ParsedToken(header, payload, f"{h64}.{p64}".encode("ascii"), signature, padded)
+
+
+def _check_header(header: dict[str, Any]) -> None:
+    alg = header.get("alg")
+    if not isinstance(alg, str) or not alg:
+        raise HeaderInvalid("header has no 'alg'")
+    if alg.lower() == "none":
+        raise TokenUnsupported("unsecured tokens (alg 'none') are not accepted")
+    if "enc" in header:
+        raise TokenUnsupported("encrypted tokens (JWE) are not accepted")
+    if "crit" in header:
+        # We implement no extension; RFC 7515 §4.1.11 says refuse what we do not understand.
+        raise HeaderInvalid("header lists critical extensions ('crit') that are not supported")
+    for name in _FORBIDDEN_HEADER:
+        if name in header:
+            raise HeaderInvalid(f"header member '{name}' is not accepted")
+    kid = header.get("kid")
+    if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH):
+        raise HeaderInvalid("header 'kid' must be a non-empty string of at most 256 characters")
+    typ = header.get("typ")
+    if typ is not None and not isinstance(typ, str):
+        raise HeaderInvalid("header 'typ' must be a string")

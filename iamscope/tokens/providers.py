@@ -1,0 +1,438 @@
+"""Provider presets: each identity provider's claim layout and its own extra rules.
+
+A preset is data (where the subject, groups, roles, scopes and attributes live) plus
+small pure hooks: how to tell a user from a service or workload, and checks the
+provider's documentation requires beyond the generic JWT rules (Entra ID's groups
+overage, Cognito's ``token_use`` and ``client_id``, the AWS ALB ``signer``...).
+Paths may name ``{client_id}`` or ``{namespace}``, filled from the issuer's settings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from iamscope.errors import (
+    AudienceInvalid,
+    ClaimInvalid,
+    ClaimMissing,
+    GroupsOverage,
+    SignerInvalid,
+)
+from iamscope.tokens.claims import ClaimMap
+from iamscope.tokens.extract import Source
+from iamscope.tokens.principal import PrincipalKind
+
+if TYPE_CHECKING:
+    from iamscope.tokens.issuer import IssuerConfig
+
+__all__ = ["PRESETS", "Preset"]
+
+Claims = Mapping[str, Any]
+Check = Callable[[Claims, Claims, "IssuerConfig"], None]  # (header, payload, issuer)
+
+
+def _user(claims: Claims) -> PrincipalKind:
+    return "user"
+
+
+def _workload(claims: Claims) -> PrincipalKind:
+    return "workload"
+
+
+def _no_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    return None
+
+
+def check_audience(payload: Claims, cfg: IssuerConfig) -> None:
+    """RFC 7519 §4.1.3: ``aud`` is a string or a list; one value must be ours."""
+    aud = payload.get("aud")
+    if aud is None:
+        raise ClaimMissing("token has no 'aud'", claim="aud", issuer=cfg.name)
+    values = [aud] if isinstance(aud, str) else aud
+    if not isinstance(values, list) or not values or not all(isinstance(a, str) for a in values):
+        raise AudienceInvalid("'aud' must be a string or a list of strings", claim="aud")
+    if cfg.audience_set.isdisjoint(values):
+        raise AudienceInvalid("token is not meant for this audience", claim="aud", issuer=cfg.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    claims: ClaimMap = field(default_factory=ClaimMap)
+    kind: Callable[[Claims], PrincipalKind] = _user
+    check: Check = _no_check
+    #: ``None``: check ``aud`` against the configured audience (the default); a function
+    #: replaces that check for providers that put the audience elsewhere.
+    audience: Callable[[Claims, IssuerConfig], None] | None = None
+    audience_required: bool = True
+    source: Source = field(default_factory=Source.bearer)
+    allow_padding: bool = False
+    #: Algorithms the provider signs with, when narrower than "whatever the keys allow".
+    algorithms: tuple[str, ...] | None = None
+    #: Issuer settings the preset cannot work without.
+    requires: tuple[str, ...] = ()
+    #: Per-kid PEM key endpoint instead of a JWKS (AWS ALB).
+    pem_keys: bool = False
+
+
+# --- Okta -------------------------------------------------------------------------------
+
+
+def _okta_kind(claims: Claims) -> PrincipalKind:
+    # Client-credentials access tokens: subject is the client id and there is no user id.
+    if "uid" not in claims and claims.get("sub") == claims.get("cid"):
+        return "service"
+    return "user"
+
+
+OKTA = Preset(
+    "okta",
+    ClaimMap(
+        groups=("groups",),
+        scopes=("scp",),
+        attributes={"email": ("email",), "client_id": ("cid",), "user_id": ("uid",)},
+    ),
+    kind=_okta_kind,
+)
+
+# --- Microsoft Entra ID (v1 sts.windows.net and v2 login.microsoftonline.com) ---------
+
+
+def _entra_kind(claims: Claims) -> PrincipalKind:
+    if claims.get("idtyp") == "app":
+        return "service"
+    if (
+        "scp" not in claims
+        and claims.get("oid") is not None
+        and claims.get("oid") == claims.get("sub")
+    ):
+        return "service"
+    return "user"
+
+
+def _entra_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    names = payload.get("_claim_names")
+    if (isinstance(names, Mapping) and "groups" in names) or payload.get("hasgroups") is True:
+        # Over 200 groups (150 in SAML, 6 in implicit flow): Entra leaves them out and
+        # points at Graph. Reading that as "no groups" would silently deny or mis-grant.
+        raise GroupsOverage(
+            "Entra ID omitted the groups claim (overage); fetch groups from Microsoft Graph "
+            "or emit group names via app roles",
+            claim="groups",
+            issuer=cfg.name,
+        )
+
+
+ENTRA = Preset(
+    "entra",
+    ClaimMap(
+        subject=("oid", "sub"),
+        groups=("groups",),
+        roles=("roles",),
+        scopes=("scp",),
+        attributes={
+            "tenant": ("tid",),
+            "username": ("preferred_username", "upn", "unique_name"),
+            "email": ("email",),
+            "app_id": ("azp", "appid"),
+        },
+    ),
+    kind=_entra_kind,
+    check=_entra_check,
+)
+
+# --- Google ------------------------------------------------------------------------------
+
+
+def _google_kind(claims: Claims) -> PrincipalKind:
+    email = claims.get("email")
+    if isinstance(email, str) and email.endswith(".gserviceaccount.com"):
+        return "service"
+    return "user"
+
+
+def _hosted_domain_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    if not cfg.hosted_domains:
+        return
+    hd = payload.get("hd")
+    if not isinstance(hd, str) or hd not in cfg.hosted_domains:
+        # Without this check any Google account (gmail.com included) passes.
+        raise ClaimInvalid(
+            "account is not in an allowed hosted domain", claim="hd", issuer=cfg.name
+        )
+
+
+GOOGLE = Preset(
+    "google",
+    ClaimMap(
+        groups=(),
+        scopes=(),
+        attributes={
+            "email": ("email",),
+            "hosted_domain": ("hd",),
+            "email_verified": ("email_verified",),
+        },
+    ),
+    kind=_google_kind,
+    check=_hosted_domain_check,
+)
+
+# --- AWS Cognito -------------------------------------------------------------------------
+
+
+def _cognito_kind(claims: Claims) -> PrincipalKind:
+    if claims.get("token_use") == "access" and "username" not in claims:
+        return "service"  # client-credentials grant
+    return "user"
+
+
+def _cognito_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    use = payload.get("token_use")
+    if not isinstance(use, str):
+        raise ClaimMissing("token has no 'token_use'", claim="token_use", issuer=cfg.name)
+    if use not in cfg.token_use:
+        raise ClaimInvalid(f"token_use '{use}' is not accepted here", claim="token_use")
+
+
+def _cognito_audience(payload: Claims, cfg: IssuerConfig) -> None:
+    # Access tokens carry the app client in `client_id` and have no `aud` (AWS docs,
+    # "Verifying a JSON web token"); ID tokens carry it in `aud`.
+    if payload.get("token_use") == "access":
+        client = payload.get("client_id")
+        if not isinstance(client, str) or client not in cfg.audience_set:
+            raise AudienceInvalid("token is not for this app client", claim="client_id")
+        return
+    check_audience(payload, cfg)
+
+
+COGNITO = Preset(
+    "cognito",
+    ClaimMap(
+        groups=("cognito:groups",),
+        scopes=("scope",),
+        attributes={"username": ("username", "cognito:username"), "email": ("email",)},
+    ),
+    kind=_cognito_kind,
+    check=_cognito_check,
+    audience=_cognito_audience,
+)
+
+# --- Keycloak ----------------------------------------------------------------------------
+
+
+def _keycloak_kind(claims: Claims) -> PrincipalKind:
+    name = claims.get("preferred_username")
+    if isinstance(name, str) and name.startswith("service-account-"):
+        return "service"
+    return "user"
+
+
+KEYCLOAK = Preset(
+    "keycloak",
+    ClaimMap(
+        groups=("groups",),
+        roles=("realm_access.roles", "resource_access.{client_id}.roles"),
+        scopes=("scope",),
+        attributes={"username": ("preferred_username",), "email": ("email",), "client": ("azp",)},
+    ),
+    kind=_keycloak_kind,
+)
+
+# --- Auth0 -------------------------------------------------------------------------------
+
+
+def _auth0_kind(claims: Claims) -> PrincipalKind:
+    return "service" if claims.get("gty") == "client-credentials" else "user"
+
+
+AUTH0 = Preset(
+    "auth0",
+    ClaimMap(
+        # Auth0 only lets custom claims in under a namespace URL (Actions docs).
+        groups=("{namespace}/groups",),
+        roles=("{namespace}/roles",),
+        scopes=("scope", "permissions"),
+        attributes={"email": ("{namespace}/email", "email"), "client": ("azp",)},
+    ),
+    kind=_auth0_kind,
+)
+
+# --- CI and workload identities ----------------------------------------------------------
+
+GITHUB_ACTIONS = Preset(
+    "github-actions",
+    ClaimMap(
+        groups=(),
+        scopes=(),
+        attributes={
+            name: (name,)
+            for name in (
+                "repository",
+                "repository_owner",
+                "repository_id",
+                "environment",
+                "ref",
+                "ref_type",
+                "workflow",
+                "job_workflow_ref",
+                "event_name",
+                "actor",
+                "runner_environment",
+            )
+        },
+    ),
+    kind=_workload,
+    algorithms=("RS256",),
+)
+
+GITLAB_CI = Preset(
+    "gitlab-ci",
+    ClaimMap(
+        groups=(),
+        scopes=(),
+        attributes={
+            name: (name,)
+            for name in (
+                "namespace_path",
+                "project_path",
+                "environment",
+                "environment_protected",
+                "ref",
+                "ref_type",
+                "ref_protected",
+                "pipeline_source",
+                "user_login",
+                "runner_environment",
+            )
+        },
+    ),
+    kind=_workload,
+)
+
+
+def _kubernetes_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not sub.startswith("system:serviceaccount:"):
+        raise ClaimInvalid("subject is not a Kubernetes service account", claim="sub")
+
+
+KUBERNETES = Preset(
+    "kubernetes",
+    ClaimMap(
+        groups=(),
+        scopes=(),
+        attributes={
+            "namespace": ("kubernetes.io.namespace",),
+            "service_account": ("kubernetes.io.serviceaccount.name",),
+            "pod": ("kubernetes.io.pod.name",),
+        },
+    ),
+    kind=_workload,
+    check=_kubernetes_check,
+)
+
+# SPIFFE ID: spiffe://<trust domain>/<path>, lowercase trust domain, no query/fragment.
+_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+")
+
+
+def _spiffe_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not _SPIFFE_ID.fullmatch(sub):
+        raise ClaimInvalid("subject is not a SPIFFE ID", claim="sub", issuer=cfg.name)
+
+
+SPIFFE = Preset(
+    "spiffe",
+    ClaimMap(groups=(), scopes=(), attributes={}),
+    kind=_workload,
+    check=_spiffe_check,
+)
+
+# --- Identity-aware proxies: signed assertion headers ----------------------------------
+
+GOOGLE_IAP = Preset(
+    "google-iap",
+    ClaimMap(
+        groups=(),
+        scopes=(),
+        attributes={"email": ("email",), "hosted_domain": ("hd",)},
+    ),
+    check=_hosted_domain_check,
+    source=Source.header("x-goog-iap-jwt-assertion"),
+    algorithms=("ES256",),
+)
+
+
+def _alb_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    # The ALB signs with a regional key; only the `signer` header ties the token to *our*
+    # load balancer (AWS docs: "verify the signer field ... the ARN of the load balancer").
+    signer = header.get("signer")
+    if not isinstance(signer, str) or signer not in cfg.signers:
+        raise SignerInvalid("token was not signed by a configured load balancer", claim="signer")
+    if cfg.client_id is not None and header.get("client") != cfg.client_id:
+        raise SignerInvalid("token was issued for another client", claim="client")
+
+
+AWS_ALB = Preset(
+    "aws-alb",
+    ClaimMap(groups=("groups",), scopes=(), attributes={"email": ("email",)}),
+    check=_alb_check,
+    audience_required=False,
+    source=Source.header("x-amzn-oidc-data"),
+    allow_padding=True,
+    algorithms=("ES256",),
+    requires=("signers",),
+    pem_keys=True,
+)
+
+
+def _cloudflare_kind(claims: Claims) -> PrincipalKind:
+    # Service tokens carry `common_name` (the client id) and an empty subject.
+    return "service" if claims.get("common_name") else "user"
+
+
+CLOUDFLARE_ACCESS = Preset(
+    "cloudflare-access",
+    ClaimMap(
+        subject=("sub", "common_name"),
+        groups=(),
+        scopes=(),
+        attributes={"email": ("email",), "country": ("country",)},
+    ),
+    kind=_cloudflare_kind,
+    source=Source.header("cf-access-jwt-assertion"),
+    algorithms=("RS256",),
+)
+
+POMERIUM = Preset(
+    "pomerium",
+    ClaimMap(groups=("groups",), scopes=(), attributes={"email": ("email",), "user": ("user",)}),
+    source=Source.header("x-pomerium-jwt-assertion"),
+    algorithms=("ES256",),
+)
+
+GENERIC = Preset("generic")
+
+PRESETS: Mapping[str, Preset] = {
+    p.name: p
+    for p in (
+        GENERIC,
+        OKTA,
+        ENTRA,
+        GOOGLE,
+        COGNITO,
+        KEYCLOAK,
+        AUTH0,
+        GITHUB_ACTIONS,
+        GITLAB_CI,
+        KUBERNETES,
+        SPIFFE,
+        GOOGLE_IAP,
+        AWS_ALB,
+        CLOUDFLARE_ACCESS,
+        POMERIUM,
+    )
+}

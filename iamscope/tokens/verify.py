@@ -1,0 +1,239 @@
+"""The verification core: raw token → :class:`Principal`. Pure, synchronous, no I/O.
+
+Order matters and runs one way: parse once → select the issuer by exact ``iss`` →
+check the header against *that* issuer's rules → find the key in *that* issuer's key
+set → check the signature → check time, audience and provider claims → map claims.
+When a key is missing the flow yields the issuer's name; the I/O shell refreshes that
+issuer's keys (single-flight) and resumes it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from jwt.algorithms import Algorithm, get_default_algorithms
+
+from iamscope.errors import (
+    AlgorithmNotAllowed,
+    ClaimInvalid,
+    ClaimMissing,
+    ConfigError,
+    IssuerUntrusted,
+    SignatureInvalid,
+    TokenExpired,
+    TokenIssuedInFuture,
+    TokenLifetimeExceeded,
+    TokenMalformed,
+    TokenNotYetValid,
+    TokenTooLarge,
+    TokenTypeInvalid,
+)
+from iamscope.tokens import claims as claim_paths
+from iamscope.tokens.issuer import ASYMMETRIC_ALGORITHMS, IssuerConfig
+from iamscope.tokens.jose import DEFAULT_MAX_TOKEN_BYTES, ParsedToken, parse
+from iamscope.tokens.keys import KeyPolicy, KeyStore, VerificationKey
+from iamscope.tokens.principal import Principal
+from iamscope.tokens.providers import check_audience
+
+__all__ = ["Clock", "Verifier"]
+
+Clock = Callable[[], float]
+
+_ALGORITHMS: Mapping[str, Algorithm] = {
+    name: algo for name, algo in get_default_algorithms().items() if name in ASYMMETRIC_ALGORITHMS
+}
+
+
+class Verifier:
+    """Sans-I/O verifier over a set of trusted issuers. Thread-safe; share one per app."""
+
+    def __init__(
+        self,
+        issuers: Iterable[IssuerConfig],
+        *,
+        clock: Clock = time.time,
+        key_policy: KeyPolicy | None = None,
+        max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    ) -> None:
+        self.issuers: tuple[IssuerConfig, ...] = tuple(issuers)
+        if not self.issuers:
+            raise ConfigError("at least one issuer must be configured")
+        self._by_url = {cfg.issuer: cfg for cfg in self.issuers}
+        self._by_name = {cfg.name: cfg for cfg in self.issuers}
+        if len(self._by_url) != len(self.issuers) or len(self._by_name) != len(self.issuers):
+            raise ConfigError("issuer names and URLs must be unique")
+        self.clock = clock
+        self.keys = KeyStore(self.issuers, key_policy)
+        self.max_token_bytes = max(max_token_bytes, *(c.max_token_bytes for c in self.issuers))
+
+    def issuer(self, name: str) -> IssuerConfig:
+        return self._by_name[name]
+
+    def verify_flow(self, token: str) -> Generator[tuple[str, str | None], None, Principal]:
+        """Verify ``token``; yields (issuer name, kid) when that issuer's keys need a refresh."""
+        parsed = parse(token, max_bytes=self.max_token_bytes)
+        cfg = self._select_issuer(parsed, len(token))
+        alg = _check_header(parsed, cfg)
+        kid = parsed.header.get("kid")
+        now = self.clock()
+        key = self.keys.lookup(cfg, kid, alg, now)
+        if key is None and self.keys.should_refresh(cfg, kid, now):
+            yield cfg.name, kid
+            now = self.clock()
+            key = self.keys.lookup(cfg, kid, alg, now)
+        if key is None:
+            raise self.keys.missing_error(cfg, kid, now)
+        _check_signature(parsed, alg, key)
+        return _principal(parsed, cfg, now)
+
+    def verify_offline(self, token: str) -> Principal:
+        """Verify with the keys already held; a needed refresh becomes the missing-key error."""
+        flow = self.verify_flow(token)
+        try:
+            name, kid = next(flow)
+        except StopIteration as done:
+            result: Principal = done.value
+            return result
+        flow.close()
+        raise self.keys.missing_error(self._by_name[name], kid, self.clock())
+
+    def _select_issuer(self, parsed: ParsedToken, size: int) -> IssuerConfig:
+        iss = parsed.payload.get("iss")
+        if not isinstance(iss, str):
+            raise IssuerUntrusted("token has no issuer")
+        cfg = self._by_url.get(iss)
+        if cfg is None:
+            # The claimed issuer is attacker-controlled text: it stays out of the message.
+            raise IssuerUntrusted("token issuer is not trusted")
+        if size > cfg.max_token_bytes:
+            raise TokenTooLarge(f"token exceeds {cfg.max_token_bytes} bytes", issuer=cfg.name)
+        if parsed.padded and not cfg.preset.allow_padding:
+            raise TokenMalformed("base64url padding is not accepted", issuer=cfg.name)
+        return cfg
+
+
+def _check_header(parsed: ParsedToken, cfg: IssuerConfig) -> str:
+    alg: str = parsed.header["alg"]
+    if alg not in cfg.allowed_algorithms:
+        raise AlgorithmNotAllowed(f"algorithm {alg!r} is not allowed", issuer=cfg.name)
+    if cfg.token_types:
+        typ = parsed.header.get("typ")
+        if not isinstance(typ, str) or _media_type(typ) not in cfg.token_types:
+            raise TokenTypeInvalid("token type is not accepted here", issuer=cfg.name)
+    return alg
+
+
+def _media_type(typ: str) -> str:
+    # RFC 7515 §4.1.9: "application/" may be omitted; media types compare case-insensitively.
+    typ = typ.lower()
+    return typ[len("application/") :] if typ.startswith("application/") else typ
+
+
+def _check_signature(parsed: ParsedToken, alg: str, key: VerificationKey) -> None:
+    if alg not in key.algorithms:
+        # The JWK's own alg (or its key type) must agree with the token's.
+        raise AlgorithmNotAllowed(f"algorithm {alg!r} does not fit the issuer's key")
+    if not _ALGORITHMS[alg].verify(parsed.signing_input, key.key, parsed.signature):
+        raise SignatureInvalid("signature does not verify")
+
+
+def _numeric_date(payload: Mapping[str, Any], name: str) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    # bool is an int subclass and strings are not NumericDate (RFC 7519 §2).
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ClaimInvalid(f"'{name}' must be a number", claim=name)
+    return float(value)
+
+
+def _check_times(
+    payload: Mapping[str, Any], cfg: IssuerConfig, now: float
+) -> tuple[float, float | None]:
+    exp = _numeric_date(payload, "exp")
+    if exp is None:
+        raise ClaimMissing("token has no 'exp'", claim="exp", issuer=cfg.name)
+    nbf = _numeric_date(payload, "nbf")
+    iat = _numeric_date(payload, "iat")
+    leeway = cfg.leeway
+    if now >= exp + leeway:
+        raise TokenExpired("token has expired", claim="exp", issuer=cfg.name)
+    if nbf is not None and now + leeway < nbf:
+        raise TokenNotYetValid("token is not valid yet", claim="nbf", issuer=cfg.name)
+    if iat is not None and iat > now + leeway:
+        raise TokenIssuedInFuture("token was issued in the future", claim="iat", issuer=cfg.name)
+    if cfg.max_lifetime is not None:
+        start = iat if iat is not None else nbf
+        if start is None:
+            raise ClaimMissing("a lifetime limit needs 'iat' or 'nbf'", claim="iat")
+        if exp - start > cfg.max_lifetime:
+            raise TokenLifetimeExceeded(
+                f"token lifetime exceeds {cfg.max_lifetime:g} s", claim="exp", issuer=cfg.name
+            )
+    return exp, iat
+
+
+def _principal(parsed: ParsedToken, cfg: IssuerConfig, now: float) -> Principal:
+    payload = parsed.payload
+    exp, iat = _check_times(payload, cfg, now)
+    preset = cfg.preset
+    if preset.audience is not None:
+        preset.audience(payload, cfg)
+    elif cfg.audience or preset.audience_required:
+        check_audience(payload, cfg)
+    for name in cfg.required_claims:
+        if name not in payload:
+            raise ClaimMissing(f"token has no '{name}'", claim=name, issuer=cfg.name)
+    jti = payload.get("jti")
+    if jti is not None and not isinstance(jti, str):
+        raise ClaimInvalid("'jti' must be a string", claim="jti")
+    preset.check(parsed.header, payload, cfg)
+    return _map(payload, cfg, exp, iat, jti)
+
+
+def _map(
+    payload: dict[str, Any], cfg: IssuerConfig, exp: float, iat: float | None, jti: str | None
+) -> Principal:
+    cmap = cfg.claim_map
+    path, subject = claim_paths.first(payload, cmap.subject)
+    if not isinstance(subject, str) or not subject:
+        claim = path or (cmap.subject[0] if cmap.subject else "sub")
+        raise ClaimMissing("token has no usable subject", claim=claim, issuer=cfg.name)
+    aud = payload.get("aud")
+    audience = (aud,) if isinstance(aud, str) else tuple(a for a in aud or () if isinstance(a, str))
+    return Principal(
+        issuer=cfg.name,
+        issuer_url=cfg.issuer,
+        subject=subject,
+        kind=cfg.preset.kind(payload),
+        expires_at=exp,
+        groups=claim_paths.union(payload, cmap.groups, delimiter=cmap.delimiter),
+        roles=claim_paths.union(payload, cmap.roles, delimiter=cmap.delimiter),
+        scopes=claim_paths.union(payload, cmap.scopes, delimiter=None, split_spaces=True),
+        attributes=MappingProxyType(_attributes(payload, cmap.attributes)),
+        claims=MappingProxyType(payload),
+        audience=audience,
+        issued_at=iat,
+        token_id=jti,
+    )
+
+
+def _attributes(
+    payload: Mapping[str, Any], spec: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for name, paths in spec.items():
+        path, value = claim_paths.first(payload, paths)
+        if claim_paths.is_missing(value) or value is None:
+            continue
+        if isinstance(value, bool):
+            out[name] = ("true" if value else "false",)
+        elif isinstance(value, int):
+            out[name] = (str(value),)
+        else:
+            out[name] = claim_paths.string_values(value, claim=path, delimiter=None)
+    return out
