@@ -113,6 +113,7 @@ class LocalIssuer:
         self.failure: int | None = None  # answer every request with this status
         self.delay = 0.0  # seconds to wait before answering (slow-issuer tests)
         self.discovery_overrides: dict[str, Any] = {}
+        self.redirects: dict[str, str] = {}  # path → Location (redirect-following tests)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -122,8 +123,12 @@ class LocalIssuer:
         if self._server is None:
             self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
             self._server.daemon_threads = True
+            # A short poll interval: shutdown() waits for the loop to notice, once per test.
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="iamscope-local-issuer", daemon=True
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.02},
+                name="iamscope-local-issuer",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -265,6 +270,8 @@ class LocalIssuer:
             time.sleep(self.delay)
         if self.failure is not None:
             return self.failure, "text/plain", b"unavailable"
+        if path in self.redirects:
+            return 302, self.redirects[path], b""
         if path == self._path + "/.well-known/openid-configuration":
             doc = {
                 "issuer": self.url,
@@ -289,7 +296,10 @@ def _handler(issuer: LocalIssuer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             status, ctype, body = issuer._answer(self.path.split("?", 1)[0])
             self.send_response(status)
-            self.send_header("content-type", ctype)
+            if status == 302:
+                self.send_header("location", ctype)
+            else:
+                self.send_header("content-type", ctype)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -1,0 +1,367 @@
+"""Keys over real loopback HTTP: discovery, rotation, outage, floods, both shells."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from iamscope import errors
+from iamscope.testing import LocalIssuer, make_key
+from iamscope.tokens import AsyncTokenVerifier, IssuerConfig, KeyPolicy, TokenVerifier
+from iamscope.tokens.keys import KeyBuildError, build_jwk
+from tests.conftest import FakeClock
+
+JWKS = "/jwks.json"
+DISCOVERY = "/.well-known/openid-configuration"
+
+
+def test_discovery_then_jwks_once(local_issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config()])
+    for alg in ("RS256", "ES256", "EdDSA"):
+        assert verifier.verify(local_issuer.mint(alg=alg)).subject == "user-1"
+    assert local_issuer.requests == {DISCOVERY: 1, JWKS: 1}
+
+
+def test_configured_jwks_uri_skips_discovery(local_issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config(jwks_uri=local_issuer.jwks_uri)])
+    assert verifier.verify(local_issuer.mint())
+    assert local_issuer.requests == {JWKS: 1}
+
+
+def test_discovery_naming_another_issuer_is_refused(local_issuer: LocalIssuer) -> None:
+    local_issuer.discovery_overrides = {"issuer": "https://evil.example"}
+    verifier = TokenVerifier([local_issuer.issuer_config()])
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(local_issuer.mint())
+    assert local_issuer.requests[JWKS] == 0
+
+
+@pytest.mark.parametrize("uri", ["file:///etc/passwd", "ftp://127.0.0.1/jwks", "gopher://x"])
+def test_discovery_may_only_point_at_http(local_issuer: LocalIssuer, uri: str) -> None:
+    local_issuer.discovery_overrides = {"jwks_uri": uri}
+    verifier = TokenVerifier([local_issuer.issuer_config()])
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(local_issuer.mint())
+
+
+def test_untrusted_issuer_causes_no_discovery(
+    local_issuer_factory: Callable[..., LocalIssuer],
+) -> None:
+    trusted, other = local_issuer_factory(), local_issuer_factory()
+    verifier = TokenVerifier([trusted.issuer_config()])
+    with pytest.raises(errors.IssuerUntrusted):
+        verifier.verify(other.mint())
+    assert sum(other.requests.values()) == 0  # no SSRF through `iss`
+    assert sum(trusted.requests.values()) == 0
+
+
+def test_rotation_new_kid_fetched_old_keys_stay(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
+    old_token = local_issuer.mint(exp=clock.now + 3600)
+    assert verifier.verify(old_token)
+    clock.advance(31)  # past the refetch cooldown
+    new_key = local_issuer.rotate("RS256")
+    assert verifier.verify(local_issuer.mint(key=new_key, exp=clock.now + 60))
+    assert local_issuer.requests[JWKS] == 2
+    assert verifier.verify(old_token)  # both keys still published: merged, not replaced
+
+
+def test_retired_key_verifies_during_grace_then_not(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    policy = KeyPolicy(cooldown=10, grace=100)
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock, key_policy=policy)
+    old_token = local_issuer.mint(exp=clock.now + 3600)
+    assert verifier.verify(old_token)
+    new_key = local_issuer.rotate("RS256", retire_old=True)
+    clock.advance(11)
+    assert verifier.verify(local_issuer.mint(key=new_key, exp=clock.now + 60))  # refetch
+    clock.advance(50)
+    assert verifier.verify(old_token)  # gone from the JWKS, inside the grace period
+    clock.advance(60)
+    local_issuer.rotate("ES256")
+    assert verifier.verify(local_issuer.mint(alg="ES256", exp=clock.now + 60))  # a merge
+    with pytest.raises(errors.KeyNotFound):
+        verifier.verify(old_token)
+
+
+def test_unknown_kid_flood_costs_one_fetch_per_cooldown(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
+    assert verifier.verify(local_issuer.mint(exp=clock.now + 600))
+    assert local_issuer.requests[JWKS] == 1
+    for i in range(200):
+        with pytest.raises(errors.KeyNotFound):
+            verifier.verify(local_issuer.mint(headers={"kid": f"random-{i}"}, exp=clock.now + 60))
+    assert local_issuer.requests[JWKS] == 1  # all inside the first cooldown
+    clock.advance(31)
+    for i in range(200):
+        with pytest.raises(errors.KeyNotFound):
+            verifier.verify(local_issuer.mint(headers={"kid": f"again-{i}"}, exp=clock.now + 60))
+    assert local_issuer.requests[JWKS] == 2
+
+
+def test_a_kid_found_missing_is_remembered(local_issuer: LocalIssuer, clock: FakeClock) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
+    assert verifier.verify(local_issuer.mint(exp=clock.now + 9000))
+    clock.advance(31)
+    token = local_issuer.mint(headers={"kid": "ghost"}, exp=clock.now + 9000)
+    with pytest.raises(errors.KeyNotFound):
+        verifier.verify(token)
+    fetched = local_issuer.requests[JWKS]
+    clock.advance(31)  # cooldown over, but the ghost kid was just found missing
+    with pytest.raises(errors.KeyNotFound):
+        verifier.verify(token)
+    assert local_issuer.requests[JWKS] == fetched
+
+
+def test_outage_at_start_is_keys_unavailable_not_bad_token(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    local_issuer.failure = 503
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
+    token = local_issuer.mint(exp=clock.now + 600)
+    with pytest.raises(errors.KeysUnavailable) as info:
+        verifier.verify(token)
+    assert info.value.status == 503
+    assert not isinstance(info.value, errors.TokenError)
+    fetched = sum(local_issuer.requests.values())
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(token)  # inside retry interval: fails fast, no new fetch
+    assert sum(local_issuer.requests.values()) == fetched
+    local_issuer.failure = None
+    clock.advance(6)
+    assert verifier.verify(token).subject == "user-1"  # recovers on its own
+
+
+def test_outage_later_keeps_the_last_good_keys(local_issuer: LocalIssuer, clock: FakeClock) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
+    assert verifier.verify(local_issuer.mint(exp=clock.now + 600))
+    local_issuer.failure = 500
+    clock.advance(31)
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(
+            local_issuer.mint(headers={"kid": "new-after-rotation"}, exp=clock.now + 60)
+        )
+    # Known keys keep working through the outage.
+    assert verifier.verify(local_issuer.mint(exp=clock.now + 60))
+
+
+def test_unreachable_issuer_is_keys_unavailable() -> None:
+    # A port nobody listens on: connection refused, translated at the boundary.
+    cfg = IssuerConfig(name="down", issuer="http://127.0.0.1:9", audience=("a",))
+    verifier = TokenVerifier([cfg])
+    issuer = LocalIssuer()
+    token = issuer.sign_raw(
+        b'{"alg":"RS256","kid":"k"}',
+        b'{"iss":"http://127.0.0.1:9","aud":"a","sub":"s","exp":9999999999}',
+    )
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(token)
+
+
+def test_slow_issuer_times_out_as_keys_unavailable(local_issuer: LocalIssuer) -> None:
+    local_issuer.delay = 1.0
+    verifier = TokenVerifier([local_issuer.issuer_config()], key_policy=KeyPolicy(timeout=0.2))
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(local_issuer.mint())
+
+
+def test_oversized_key_document_is_refused(local_issuer: LocalIssuer) -> None:
+    local_issuer.discovery_overrides = {"padding": "x" * 4096}
+    verifier = TokenVerifier(
+        [local_issuer.issuer_config()], key_policy=KeyPolicy(max_response_bytes=1024)
+    )
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(local_issuer.mint())
+
+
+def test_redirects_are_not_followed(local_issuer_factory: Callable[..., LocalIssuer]) -> None:
+    issuer = local_issuer_factory()
+    elsewhere = local_issuer_factory()
+    issuer.redirects["/redirect"] = elsewhere.jwks_uri
+    verifier = TokenVerifier([issuer.issuer_config(jwks_uri=issuer.base_url + "/redirect")])
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(issuer.mint())
+    assert issuer.requests["/redirect"] == 1
+    assert sum(elsewhere.requests.values()) == 0
+
+
+def test_threads_share_one_refresh(local_issuer: LocalIssuer) -> None:
+    local_issuer.delay = 0.2  # keep the first fetch in flight while the others arrive
+    verifier = TokenVerifier([local_issuer.issuer_config()])
+    tokens = [local_issuer.mint(sub=f"u{i}") for i in range(16)]
+    results: list[Any] = [None] * len(tokens)
+
+    def work(i: int) -> None:
+        try:
+            results[i] = verifier.verify(tokens[i]).subject
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(tokens))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [f"u{i}" for i in range(16)]
+    assert local_issuer.requests == {DISCOVERY: 1, JWKS: 1}
+
+
+def test_async_shell_shares_one_refresh(local_issuer: LocalIssuer) -> None:
+    local_issuer.delay = 0.1
+
+    async def main() -> list[str]:
+        verifier = AsyncTokenVerifier([local_issuer.issuer_config()])
+        try:
+            principals = await asyncio.gather(
+                *(verifier.verify(local_issuer.mint(sub=f"u{i}")) for i in range(100))
+            )
+        finally:
+            await verifier.aclose()
+        return [p.subject for p in principals]
+
+    assert asyncio.run(main()) == [f"u{i}" for i in range(100)]
+    assert local_issuer.requests == {DISCOVERY: 1, JWKS: 1}
+
+
+def test_async_shell_outage_and_flood(local_issuer: LocalIssuer, clock: FakeClock) -> None:
+    async def main() -> None:
+        verifier = AsyncTokenVerifier([local_issuer.issuer_config()], clock=clock)
+        assert await verifier.verify(local_issuer.mint(exp=clock.now + 600))
+        results = await asyncio.gather(
+            *(
+                verifier.verify(local_issuer.mint(headers={"kid": f"k{i}"}, exp=clock.now + 60))
+                for i in range(50)
+            ),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, errors.KeyNotFound) for r in results)
+        local_issuer.failure = 503
+        clock.advance(31)
+        with pytest.raises(errors.KeysUnavailable):
+            await verifier.verify(local_issuer.mint(headers={"kid": "x"}, exp=clock.now + 60))
+        await verifier.aclose()
+
+    asyncio.run(main())
+    assert local_issuer.requests[JWKS] == 2
+
+
+def test_shells_share_one_core(local_issuer: LocalIssuer) -> None:
+    sync = TokenVerifier([local_issuer.issuer_config()])
+    asynchronous = AsyncTokenVerifier(sync.core)
+    assert sync.verify(local_issuer.mint())
+    assert asyncio.run(asynchronous.verify(local_issuer.mint(sub="b"))).subject == "b"
+    assert local_issuer.requests[JWKS] == 1
+
+
+def test_injected_client_is_used(local_issuer: LocalIssuer) -> None:
+    seen: list[str] = []
+
+    def hook(request: httpx.Request) -> None:
+        seen.append(str(request.url))
+
+    client = httpx.Client(event_hooks={"request": [hook]})
+    verifier = TokenVerifier([local_issuer.issuer_config()], client=client)
+    assert verifier.verify(local_issuer.mint())
+    assert seen == [local_issuer.url + DISCOVERY, local_issuer.jwks_uri]
+
+
+# --- building keys ------------------------------------------------------------------------
+
+
+def test_small_rsa_keys_are_refused(local_issuer: LocalIssuer) -> None:
+    weak = local_issuer.add_key("RS256", bits=1024)
+    with pytest.raises(KeyBuildError, match="1024"):
+        build_jwk(weak.public_jwk)
+    for kid in list(local_issuer.keys):
+        if kid != weak.kid:
+            local_issuer.retire(kid)
+    verifier = TokenVerifier([local_issuer.issuer_config()])
+    with pytest.raises(errors.KeysUnavailable):  # a JWKS with no usable key is a failed fetch
+        verifier.verify(local_issuer.mint(key=weak))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"use": "enc"}, "signatures"),
+        ({"key_ops": ["encrypt"]}, "verify"),
+        ({"alg": "ES256"}, "unusable|does not fit"),
+        ({"alg": "HS256"}, "unusable"),
+        ({"d": "AAAA"}, "private"),
+        ({"kid": 5}, "kid"),
+        ({"n": "AQAB"}, "unusable|bits"),
+    ],
+)
+def test_unusable_jwks_entries_are_skipped(change: dict[str, Any], reason: str) -> None:
+    jwk = {**make_key("RS256").public_jwk, **change}
+    with pytest.raises(KeyBuildError, match=reason):
+        build_jwk(jwk)
+
+
+def test_symmetric_jwks_entries_are_refused() -> None:
+    with pytest.raises(KeyBuildError):
+        build_jwk({"kty": "oct", "k": "c2VjcmV0", "kid": "h"})
+
+
+def test_ec_key_with_another_curves_alg_is_refused() -> None:
+    with pytest.raises(KeyBuildError, match=r"unusable|does not fit"):
+        build_jwk({**make_key("ES256").public_jwk, "alg": "ES384"})
+
+
+def test_ec_key_declares_only_its_curve_algorithm() -> None:
+    jwk = dict(make_key("ES384").public_jwk)
+    jwk.pop("alg")
+    assert build_jwk(jwk).algorithms == {"ES384"}
+
+
+def test_bad_entries_do_not_spoil_the_set(local_issuer: LocalIssuer) -> None:
+    good = local_issuer.key_for("RS256")
+    original = local_issuer.jwks
+    local_issuer.jwks = lambda: {"keys": [{"kty": "RSA", "n": "bad"}, 7, original()["keys"][0]]}  # type: ignore[method-assign]
+    verifier = TokenVerifier([local_issuer.issuer_config()])
+    assert verifier.verify(local_issuer.mint(key=good))
+
+
+# --- per-kid PEM keys (AWS ALB layout) ----------------------------------------------------
+
+
+def _alb_config(issuer: LocalIssuer, **kw: Any) -> IssuerConfig:
+    from iamscope.tokens import PRESETS
+
+    return IssuerConfig(
+        name="alb",
+        issuer=issuer.url,
+        preset=PRESETS["aws-alb"],
+        keys_url=issuer.pem_url,
+        signers=("arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/1",),
+        **kw,
+    )
+
+
+def test_pem_keys_are_fetched_per_kid(local_issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier([_alb_config(local_issuer)])
+    key = local_issuer.key_for("ES256")
+    signer = "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/1"
+    token = local_issuer.mint(alg="ES256", aud=None, headers={"signer": signer})
+    assert verifier.verify(token).subject == "user-1"
+    assert local_issuer.requests == {f"/pem/{key.kid}": 1}
+
+
+@pytest.mark.parametrize("kid", ["../jwks.json", "a/b", "x?y=1", "..", "k%2f"])
+def test_unsafe_kids_are_never_put_in_a_key_url(local_issuer: LocalIssuer, kid: str) -> None:
+    verifier = TokenVerifier([_alb_config(local_issuer)])
+    signer = "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/1"
+    token = local_issuer.mint(alg="ES256", aud=None, headers={"signer": signer, "kid": kid})
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(token)
+    assert sum(local_issuer.requests.values()) == 0
