@@ -4,6 +4,7 @@ The public API is exactly ``__all__`` (guarded by ``tests/test_public_api.py``).
 """
 
 from iamscope import errors
+from iamscope.config import Config, load_config
 from iamscope.errors import (
     AccessDenied,
     ConfigError,
@@ -34,6 +35,7 @@ __all__ = [
     "AccessDenied",
     "AsyncTokenVerifier",
     "ClaimMap",
+    "Config",
     "ConfigError",
     "IAMScopeError",
     "IssuerConfig",
@@ -50,4 +52,5 @@ __all__ = [
     "extract_from_environ",
     "extract_from_headers",
     "issuers_from_config",
+    "load_config",
 ]

@@ -5,7 +5,7 @@ events), the HTTP ``status`` it answers with, and the RFC 6750 ``error`` value f
 ``WWW-Authenticate`` header. Messages never contain the raw token or its claim values:
 they name the rule that failed, and at most the *name* of a claim.
 
-    IAMScopeError
+    IAMScopeError ........................... iamscope_error
     ├── ConfigError ......................... config_invalid  (load time, not per request)
     ├── RequestInvalid ...................... request_invalid        400 invalid_request
     ├── TokenError .......................... token_invalid          401 invalid_token
@@ -99,6 +99,8 @@ class ConfigError(IAMScopeError):
         if line is not None:
             where = f"{where}:{line}"
         super().__init__(f"{where}: {message}")
+        #: The message without the location, for re-raising with a better one.
+        self.detail = message
         self.source = source
         self.line = line
         self.key = key

@@ -113,6 +113,13 @@ class IssuerConfig:
         ):
             if key in kwargs:
                 kwargs[key] = _strings(kwargs[key], key, where)
+        for key in ("name", "issuer", "jwks_uri", "keys_url", "client_id", "namespace"):
+            if key in kwargs and not isinstance(kwargs[key], str):
+                raise ConfigError(f"{key!r} must be a string", source=where, key=key)
+        for key in ("leeway", "max_lifetime", "max_token_bytes"):
+            value = kwargs.get(key)
+            if key in kwargs and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ConfigError(f"{key!r} must be a number", source=where, key=key)
         if "preset" in data:
             preset = data["preset"]
             if preset not in PRESETS:
@@ -270,7 +277,7 @@ def issuers_from_config(data: Any, *, where: str | None = None) -> tuple[IssuerC
     """The ``issuers`` list of a config file; names and issuer URLs must be unique."""
     if not isinstance(data, list) or not data:
         raise ConfigError("'issuers' must be a non-empty list", source=where, key="issuers")
-    issuers = tuple(IssuerConfig.from_mapping(item, where=where) for item in data)
+    issuers = tuple(_issuer_at(item, where) for item in data)
     for attr in ("name", "issuer"):
         seen: set[str] = set()
         for cfg in issuers:
@@ -279,3 +286,16 @@ def issuers_from_config(data: Any, *, where: str | None = None) -> tuple[IssuerC
                 raise ConfigError(f"two issuers share the {attr} {value!r}", source=where)
             seen.add(value)
     return issuers
+
+
+def _issuer_at(item: Any, where: str | None) -> IssuerConfig:
+    try:
+        return IssuerConfig.from_mapping(item, where=where)
+    except ConfigError as exc:
+        if exc.line is not None or not hasattr(item, "lines"):
+            raise
+        # Point at the offending key of this entry, or at the entry itself.
+        line = item.lines.get(exc.key) if exc.key else None
+        raise ConfigError(
+            exc.detail, source=where, line=line or getattr(item, "line", None), key=exc.key
+        ) from None
