@@ -1,0 +1,35 @@
+"""README code stays true: every ``python`` block runs, every ``yaml`` block loads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iamscope.config import load_config
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("code", blocks("python"))
+def test_python_blocks_run(code: str) -> None:
+    exec(compile(code, str(README), "exec"), {})  # noqa: S102 - our own README
+
+
+@pytest.mark.parametrize("text", blocks("yaml"))
+def test_yaml_blocks_load(text: str) -> None:
+    assert load_config(yaml.safe_load(text)).issuers
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first = blocks("sh")[0]
+    assert first.splitlines()[:2] == [
+        "make demo   # creates .venv, installs, runs `iamscope demo`",
+        "make test   # creates .venv, installs, runs ruff, mypy --strict and the whole test suite",
+    ]
