@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LINTED := $(wildcard iamscope tests benchmarks examples)
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -17,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/iamscope demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check iamscope tests benchmarks examples
-	$(BIN)/ruff format --check iamscope tests benchmarks examples
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

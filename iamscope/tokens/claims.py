@@ -110,9 +110,13 @@ def union(
 
 
 def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
-    """The first path present and its value, or ``("", missing)``."""
+    """The first path with a value (not missing, null or empty string), or ``("", missing)``.
+
+    Empty strings fall through: Cloudflare Access service tokens send ``sub: ""`` and
+    name the client in ``common_name``.
+    """
     for path in paths:
         value = lookup(claims, path)
-        if value is not _MISSING:
+        if value is not _MISSING and value is not None and value != "":
             return path, value
     return "", _MISSING

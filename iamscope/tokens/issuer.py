@@ -147,8 +147,12 @@ def _validate(cfg: IssuerConfig) -> None:
     where = f"issuer {cfg.name!r}"
     if not cfg.name:
         raise ConfigError("an issuer needs a name")
-    if not cfg.issuer or urlsplit(cfg.issuer).scheme not in ("https", "http"):
-        raise ConfigError(f"{where}: 'issuer' must be an http(s) URL", key="issuer")
+    if not _acceptable_issuer(cfg):
+        raise ConfigError(
+            f"{where}: 'issuer' must be an http(s) URL (or, with 'jwks_uri' or 'keys_url' "
+            "set, a plain identifier such as Pomerium's host-only issuer)",
+            key="issuer",
+        )
     if cfg.preset.audience_required and not cfg.audience:
         raise ConfigError(f"{where}: 'audience' is required", key="audience")
     for url_key in ("jwks_uri", "keys_url"):
@@ -175,6 +179,14 @@ def _validate(cfg: IssuerConfig) -> None:
             f"JWKS issuer); choose from {list(ASYMMETRIC_ALGORITHMS)}",
             key="algorithms",
         )
+
+
+def _acceptable_issuer(cfg: IssuerConfig) -> bool:
+    if urlsplit(cfg.issuer).scheme in ("https", "http"):
+        return True
+    # Discovery needs a URL; with explicit keys the issuer is only compared, exactly.
+    explicit_keys = cfg.jwks_uri is not None or cfg.keys_url is not None
+    return explicit_keys and bool(cfg.issuer) and not any(c.isspace() for c in cfg.issuer)
 
 
 def _fill(claims: ClaimMap, cfg: IssuerConfig) -> ClaimMap:

@@ -334,13 +334,18 @@ KUBERNETES = Preset(
     check=_kubernetes_check,
 )
 
-# SPIFFE ID: spiffe://<trust domain>/<path>, lowercase trust domain, no query/fragment.
-_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+")
+# SPIFFE ID (SPIFFE-ID spec §2): lowercase trust domain, path segments of [A-Za-z0-9._-]
+# only: no percent-encoding, no "." or ".." segments (which could alias another workload).
+_SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)+")
 
 
 def _spiffe_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
     sub = payload.get("sub")
-    if not isinstance(sub, str) or not _SPIFFE_ID.fullmatch(sub):
+    if (
+        not isinstance(sub, str)
+        or not _SPIFFE_ID.fullmatch(sub)
+        or any(seg in (".", "..") for seg in sub[len("spiffe://") :].split("/")[1:])
+    ):
         raise ClaimInvalid("subject is not a SPIFFE ID", claim="sub", issuer=cfg.name)
 
 
@@ -360,6 +365,7 @@ GOOGLE_IAP = Preset(
         scopes=(),
         attributes={"email": ("email",), "hosted_domain": ("hd",)},
     ),
+    kind=_google_kind,
     check=_hosted_domain_check,
     source=Source.header("x-goog-iap-jwt-assertion"),
     algorithms=("ES256",),
