@@ -206,11 +206,18 @@ class KeyStore:
     def generation(self, name: str) -> int:
         return self._state[name].generation
 
-    def missing_error(self, cfg: IssuerConfig, kid: str | None, now: float) -> Exception:
-        """What to raise when no key fits: an outage (503) or an unknown key (401)."""
+    def missing_error(
+        self, cfg: IssuerConfig, kid: str | None, now: float, *, refreshed: bool
+    ) -> Exception:
+        """What to raise when no key fits: an outage (503) or an unknown key (401).
+
+        ``refreshed``: the keys were just fetched for this lookup, so the kid is known to
+        be missing and is remembered. A kid merely seen during a cooldown is not: it may
+        be a new key published a moment after our last fetch.
+        """
         state = self._state[cfg.name]
         with self._lock:
-            if kid is not None and not state.failing and state.last_success is not None:
+            if refreshed and kid is not None and not state.failing and state.last_success:
                 state.missing[kid] = now
                 state.missing.move_to_end(kid)
                 while len(state.missing) > self.policy.max_missing:
@@ -272,8 +279,12 @@ class KeyStore:
             raise _FetchFailed(str(exc)) from exc
         state = self._state[cfg.name]
         with self._lock:
-            state.keys[kid] = key
-            state.removed.pop(kid, None)
+            # Copy, then swap: lookups read these dicts without the lock.
+            keys = {k: v for k, v in state.keys.items() if k != kid}
+            while len(keys) >= self.policy.max_keys:
+                del keys[next(iter(keys))]  # oldest first: dicts keep insertion order
+            keys[kid] = key
+            state.keys = keys
             state.last_success = now
             state.failing = False
 
@@ -301,15 +312,15 @@ class KeyStore:
     def _merge(
         self, state: _IssuerKeys, keys: dict[str | None, VerificationKey], now: float
     ) -> None:
+        # Build new dicts and swap them in: lookups read them without the lock.
+        removed = {kid: t for kid, t in state.removed.items() if kid not in keys}
         for kid in state.keys.keys() - keys.keys():
-            state.removed.setdefault(kid, now)
-        for kid in list(state.removed):
-            if kid in keys:
-                del state.removed[kid]
-            elif now >= state.removed[kid] + self.policy.grace:
-                del state.removed[kid]
-                state.keys.pop(kid, None)
-        state.keys.update(keys)
+            removed.setdefault(kid, now)
+        expired = {kid for kid, t in removed.items() if now >= t + self.policy.grace}
+        merged = {kid: k for kid, k in state.keys.items() if kid not in expired}
+        merged.update(keys)
+        state.removed = {kid: t for kid, t in removed.items() if kid not in expired}
+        state.keys = merged
         for kid in keys:
             if kid is not None:
                 state.missing.pop(kid, None)

@@ -81,12 +81,14 @@ class Verifier:
         kid = parsed.header.get("kid")
         now = self.clock()
         key = self.keys.lookup(cfg, kid, alg, now)
+        refreshed = False
         if key is None and self.keys.should_refresh(cfg, kid, now):
             yield cfg.name, kid
+            refreshed = True
             now = self.clock()
             key = self.keys.lookup(cfg, kid, alg, now)
         if key is None:
-            raise self.keys.missing_error(cfg, kid, now)
+            raise self.keys.missing_error(cfg, kid, now, refreshed=refreshed)
         _check_signature(parsed, alg, key)
         return _principal(parsed, cfg, now)
 
@@ -99,7 +101,7 @@ class Verifier:
             result: Principal = done.value
             return result
         flow.close()
-        raise self.keys.missing_error(self._by_name[name], kid, self.clock())
+        raise self.keys.missing_error(self._by_name[name], kid, self.clock(), refreshed=False)
 
     def _select_issuer(self, parsed: ParsedToken, size: int) -> IssuerConfig:
         iss = parsed.payload.get("iss")

@@ -365,3 +365,16 @@ def test_unsafe_kids_are_never_put_in_a_key_url(local_issuer: LocalIssuer, kid: 
     with pytest.raises(errors.KeysUnavailable):
         verifier.verify(token)
     assert sum(local_issuer.requests.values()) == 0
+
+
+def test_a_new_kid_seen_during_the_cooldown_is_not_blacklisted(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
+    assert verifier.verify(local_issuer.mint(exp=clock.now + 9000))
+    new_key = local_issuer.rotate("RS256")  # published right after our fetch
+    token = local_issuer.mint(key=new_key, exp=clock.now + 9000)
+    with pytest.raises(errors.KeyNotFound):
+        verifier.verify(token)  # inside the cooldown: no fetch yet
+    clock.advance(31)
+    assert verifier.verify(token).subject == "user-1"  # fetched now, not remembered as missing
