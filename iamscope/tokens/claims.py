@@ -37,10 +37,14 @@ class ClaimMap:
 
 def lookup(claims: Mapping[str, Any], path: str) -> Any:
     """The value at ``path``, or the module's missing marker (see :func:`is_missing`)."""
+    if path in claims:  # the common case: a top-level claim, dots in its name or not
+        return claims[path]
+    if "." not in path:
+        return _MISSING
     node: Any = claims
     rest = path
     while True:
-        if not isinstance(node, Mapping):
+        if not isinstance(node, dict | Mapping):
             return _MISSING
         if rest in node:
             return node[rest]
@@ -99,6 +103,11 @@ def union(
     delimiter: str | None,
     split_spaces: bool = False,
 ) -> frozenset[str]:
+    if len(paths) == 1:
+        value = lookup(claims, paths[0])
+        return frozenset(
+            string_values(value, claim=paths[0], delimiter=delimiter, split_spaces=split_spaces)
+        )
     values: set[str] = set()
     for path in paths:
         values.update(

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,23 @@ _DECODER = json.JSONDecoder(
 )
 
 
+# Set by JSONDecoder.__init__ (the C scanner when available); not in typeshed.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _decode(text: str) -> Any:
+    # Tokens are compact JSON starting with "{": call the C scanner directly and skip the
+    # Python wrapper (~1 µs a document); anything else goes the standard way.
+    if text[:1] == "{":
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration as exc:  # the scanner's "no value here"
+            raise ValueError("not JSON") from exc
+        if end == len(text):
+            return value
+    return _DECODER.decode(text)
+
+
 def loads_object(data: bytes, what: str) -> dict[str, Any]:
     """Parse strict UTF-8 JSON that must be an object; duplicate members are refused.
 
@@ -98,7 +116,7 @@ def loads_object(data: bytes, what: str) -> dict[str, Any]:
     """
     try:
         text = data.decode("utf-8")
-        value = _DECODER.decode(text)
+        value = _decode(text)
     except UnicodeDecodeError as exc:
         raise TokenMalformed(f"{what} is not UTF-8") from exc
     except _DuplicateMember as exc:
@@ -133,10 +151,39 @@ def _encodable(value: Any) -> bool:
     return True
 
 
+# The common shape, matched once over the whole token (one C-level pass); anything else
+# (padding, JWE, stray characters) takes the slow path below for its precise error.
+_COMPACT = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_LAST_BYTE_OK = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
+
+
+def _fast_decode(segment: bytes) -> bytes:
+    rem = len(segment) % 4
+    if rem == 1:
+        raise TokenMalformed("base64url segment has an impossible length")
+    if rem and segment[-1] not in _LAST_BYTE_OK[rem]:
+        raise TokenMalformed("base64url segment is not canonically encoded")
+    # The regex admitted only the base64url alphabet, so this cannot meet a stray byte.
+    return binascii.a2b_base64(segment.translate(_TO_STANDARD) + b"=" * (-len(segment) % 4))
+
+
 def parse(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> ParsedToken:
     """Split and decode a compact JWS. Raises a :class:`TokenError` subclass on any fault."""
     if len(token) > max_bytes:
         raise TokenTooLarge(f"token exceeds {max_bytes} bytes")
+    match = _COMPACT.fullmatch(token.encode("ascii")) if token.isascii() else None
+    if match is None:
+        return _parse_slow(token)
+    h64, p64, s64 = match.groups()
+    header = loads_object(_fast_decode(h64), "header")
+    _check_header(header)
+    payload = loads_object(_fast_decode(p64), "payload")
+    signature = _fast_decode(s64)
+    return ParsedToken(header, payload, match.string[: match.end(2)], signature, False)
+
+
+def _parse_slow(token: str) -> ParsedToken:
     if not token.isascii():
         raise TokenMalformed("token has non-ASCII characters")
     if token[:1] == "{":

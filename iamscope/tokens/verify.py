@@ -15,8 +15,6 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from jwt.algorithms import Algorithm, get_default_algorithms
-
 from iamscope.errors import (
     AlgorithmNotAllowed,
     ClaimInvalid,
@@ -33,19 +31,16 @@ from iamscope.errors import (
     TokenTypeInvalid,
 )
 from iamscope.tokens import claims as claim_paths
-from iamscope.tokens.issuer import ASYMMETRIC_ALGORITHMS, IssuerConfig
+from iamscope.tokens.issuer import IssuerConfig
 from iamscope.tokens.jose import DEFAULT_MAX_TOKEN_BYTES, ParsedToken, parse
 from iamscope.tokens.keys import KeyPolicy, KeyStore, VerificationKey
 from iamscope.tokens.principal import Principal
 from iamscope.tokens.providers import check_audience
+from iamscope.tokens.signatures import verify_signature
 
 __all__ = ["Clock", "Verifier"]
 
 Clock = Callable[[], float]
-
-_ALGORITHMS: Mapping[str, Algorithm] = {
-    name: algo for name, algo in get_default_algorithms().items() if name in ASYMMETRIC_ALGORITHMS
-}
 
 
 class Verifier:
@@ -75,10 +70,7 @@ class Verifier:
 
     def verify_flow(self, token: str) -> Generator[tuple[str, str | None], None, Principal]:
         """Verify ``token``; yields (issuer name, kid) when that issuer's keys need a refresh."""
-        parsed = parse(token, max_bytes=self.max_token_bytes)
-        cfg = self._select_issuer(parsed, len(token))
-        alg = _check_header(parsed, cfg)
-        kid = parsed.header.get("kid")
+        parsed, cfg, alg, kid = self._prepare(token)
         now = self.clock()
         key = self.keys.lookup(cfg, kid, alg, now)
         refreshed = False
@@ -89,19 +81,21 @@ class Verifier:
             key = self.keys.lookup(cfg, kid, alg, now)
         if key is None:
             raise self.keys.missing_error(cfg, kid, now, refreshed=refreshed)
-        _check_signature(parsed, alg, key)
-        return _principal(parsed, cfg, now)
+        return _finish(parsed, cfg, alg, key, now)
 
     def verify_offline(self, token: str) -> Principal:
-        """Verify with the keys already held; a needed refresh becomes the missing-key error."""
-        flow = self.verify_flow(token)
-        try:
-            name, kid = next(flow)
-        except StopIteration as done:
-            result: Principal = done.value
-            return result
-        flow.close()
-        raise self.keys.missing_error(self._by_name[name], kid, self.clock(), refreshed=False)
+        """Verify with the keys already held: never waits, never fetches."""
+        parsed, cfg, alg, kid = self._prepare(token)
+        now = self.clock()
+        key = self.keys.lookup(cfg, kid, alg, now)
+        if key is None:
+            raise self.keys.missing_error(cfg, kid, now, refreshed=False)
+        return _finish(parsed, cfg, alg, key, now)
+
+    def _prepare(self, token: str) -> tuple[ParsedToken, IssuerConfig, str, str | None]:
+        parsed = parse(token, max_bytes=self.max_token_bytes)
+        cfg = self._select_issuer(parsed, len(token))
+        return parsed, cfg, _check_header(parsed, cfg), parsed.header.get("kid")
 
     def _select_issuer(self, parsed: ParsedToken, size: int) -> IssuerConfig:
         iss = parsed.payload.get("iss")
@@ -135,11 +129,18 @@ def _media_type(typ: str) -> str:
     return typ[len("application/") :] if typ.startswith("application/") else typ
 
 
+def _finish(
+    parsed: ParsedToken, cfg: IssuerConfig, alg: str, key: VerificationKey, now: float
+) -> Principal:
+    _check_signature(parsed, alg, key)
+    return _principal(parsed, cfg, now)
+
+
 def _check_signature(parsed: ParsedToken, alg: str, key: VerificationKey) -> None:
     if alg not in key.algorithms:
         # The JWK's own alg (or its key type) must agree with the token's.
         raise AlgorithmNotAllowed(f"algorithm {alg!r} does not fit the issuer's key")
-    if not _ALGORITHMS[alg].verify(parsed.signing_input, key.key, parsed.signature):
+    if not verify_signature(alg, key.key, parsed.signing_input, parsed.signature):
         raise SignatureInvalid("signature does not verify")
 
 
