@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from iamscope._suggest import did_you_mean
 from iamscope.errors import ConfigError
 from iamscope.tokens.claims import ClaimMap
 from iamscope.tokens.extract import Source
@@ -124,7 +124,7 @@ class IssuerConfig:
             preset = data["preset"]
             if preset not in PRESETS:
                 raise ConfigError(
-                    f"unknown preset {preset!r}{_did_you_mean(str(preset), PRESETS)}",
+                    f"unknown preset {preset!r}{did_you_mean(str(preset), PRESETS)}",
                     source=where,
                     key="preset",
                 )
@@ -214,11 +214,6 @@ def _fill(claims: ClaimMap, cfg: IssuerConfig) -> ClaimMap:
     )
 
 
-def _did_you_mean(word: str, choices: Sequence[str] | Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _reject_unknown(
     data: Mapping[str, Any], allowed: Sequence[str], where: str | None, what: str
 ) -> None:
@@ -228,7 +223,7 @@ def _reject_unknown(
     for key in data:
         if key not in allowed:
             raise ConfigError(
-                f"unknown {what} key {key!r}{_did_you_mean(str(key), allowed)}",
+                f"unknown {what} key {key!r}{did_you_mean(str(key), allowed)}",
                 source=where,
                 line=lines.get(key),
                 key=str(key),

@@ -1,0 +1,70 @@
+"""The policy as loaded: attributes, roles, bindings. Plain immutable data, no logic.
+
+Built by :mod:`iamscope.policy.loader` (which owns every validation rule) and compiled
+by :mod:`iamscope.policy.compiler` into indexes for resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from iamscope.policy.rows import Condition, Scalar
+from iamscope.policy.traces import TraceGrant
+
+__all__ = ["AttributeSpec", "Binding", "Policy", "Role", "RoleRows"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeSpec:
+    """A declared user attribute. ``claim``: also read it from the verified token."""
+
+    name: str
+    multi: bool = False
+    claim: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRows:
+    """A role's grant on one dataset: every row, or rules ORed (each rule a template)."""
+
+    all: bool = False
+    rules: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    permissions: frozenset[str] = frozenset()
+    rows: Mapping[str, RoleRows] = field(default_factory=dict)
+    traces: tuple[TraceGrant, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Who gets which roles: selectors (ANDed) → roles, attribute values, owner team.
+
+    ``groups`` match when the principal is in any of them; ``claims`` when every named
+    claim has one of the listed values; ``issuer`` names a configured issuer.
+    """
+
+    index: int
+    label: str
+    roles: tuple[str, ...]
+    groups: frozenset[str] = frozenset()
+    issuer: str | None = None
+    claims: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    attributes: Mapping[str, tuple[Scalar, ...]] = field(default_factory=dict)
+    owner: str | None = None
+    priority: int = 0
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: str
+    attributes: Mapping[str, AttributeSpec]
+    roles: Mapping[str, Role]
+    bindings: tuple[Binding, ...]
+    source: str | None = None
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,292 @@
+"""Compiling a policy into indexes, and resolving a ``Principal`` into an ``Access``.
+
+Resolution cost grows with the principal's groups and the number of distinct claim
+paths bindings use, not with the number of bindings: bindings are indexed by group,
+by (claim path, value) and by issuer. Results are interned twice: by the exact set of
+matched bindings (the fast path), then by content, so identities with the same roles
+and attribute values share one ``Access`` object.
+
+Deny by default throughout: no binding, no role; no role, no permission, no rows
+(``NONE``), no trace grant. A rule that needs an attribute the principal lacks grants
+nothing and the decision records ``attribute_missing``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from iamscope.policy.access import Access, AttributeValue
+from iamscope.policy.model import AttributeSpec, Binding, Policy, RoleRows
+from iamscope.policy.rows import ALL, NONE, And, AttrRef, Cmp, Condition, Not, Or, RowPlan, Scalar
+from iamscope.policy.traces import TraceGrant, TraceScope
+from iamscope.tokens.claims import lookup
+from iamscope.tokens.principal import Principal
+
+__all__ = ["CompiledPolicy"]
+
+CLAIM_PRIORITY = -(2**31)  # values read from the token lose to any binding's value
+
+
+class CompiledPolicy:
+    """A policy ready to resolve principals. Thread-safe; shared by every request."""
+
+    def __init__(self, policy: Policy, *, intern_limit: int = 100_000) -> None:
+        self.policy = policy
+        self.version = policy.version
+        self._by_group: dict[str, list[Binding]] = {}
+        self._by_claim: dict[tuple[str, str], list[Binding]] = {}
+        self._by_issuer: dict[str | None, list[Binding]] = {}
+        for b in policy.bindings:
+            if b.groups:
+                for group in b.groups:
+                    self._by_group.setdefault(group, []).append(b)
+            elif b.claims:
+                path = min(b.claims)  # any one claim narrows; the rest is checked per match
+                for value in b.claims[path]:
+                    self._by_claim.setdefault((path, value), []).append(b)
+            else:
+                self._by_issuer.setdefault(b.issuer, []).append(b)
+        self._claim_paths = tuple(sorted({path for path, _ in self._by_claim}))
+        self._claim_attributes = tuple(
+            (spec, spec.claim) for spec in policy.attributes.values() if spec.claim is not None
+        )
+        self._intern_limit = intern_limit
+        self._by_match: dict[tuple[Any, ...], Access] = {}
+        self._by_content: dict[tuple[Any, ...], Access] = {}
+        self._lock = threading.Lock()
+
+    # --- matching --------------------------------------------------------------------
+
+    def matching(self, principal: Principal) -> list[Binding]:
+        """Bindings that match ``principal``, in policy order."""
+        found: dict[int, Binding] = {}
+        for group in principal.groups:
+            for b in self._by_group.get(group, ()):
+                if b.index not in found and _matches(b, principal):
+                    found[b.index] = b
+        for path in self._claim_paths:
+            for value in _claim_strings(principal.claims, path):
+                for b in self._by_claim.get((path, value), ()):
+                    if b.index not in found and _matches(b, principal):
+                        found[b.index] = b
+        for key in (None, principal.issuer):
+            for b in self._by_issuer.get(key, ()):
+                if b.index not in found and _matches(b, principal):
+                    found[b.index] = b
+        return [found[i] for i in sorted(found)]
+
+    # --- resolution ------------------------------------------------------------------
+
+    def resolve(self, principal: Principal) -> Access:
+        matched = self.matching(principal)
+        claimed = tuple(
+            (spec.name, _claim_strings(principal.claims, path))
+            for spec, path in self._claim_attributes
+        )
+        key = (tuple(b.index for b in matched), claimed)
+        access = self._by_match.get(key)
+        if access is None:
+            access = self._intern(self._build(matched, claimed))
+            with self._lock:
+                if len(self._by_match) >= self._intern_limit:
+                    self._by_match.clear()  # bounded; a miss only costs a rebuild
+                self._by_match[key] = access
+        return access
+
+    def _intern(self, access: Access) -> Access:
+        key = (
+            access.roles,
+            access.owner,
+            tuple(sorted((n, a.values, a.sources) for n, a in access.attributes.items())),
+        )
+        with self._lock:
+            shared = self._by_content.get(key)
+            if shared is not None:
+                return shared
+            if len(self._by_content) >= self._intern_limit:
+                self._by_content.clear()
+            self._by_content[key] = access
+        return access
+
+    def _build(
+        self, matched: list[Binding], claimed: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> Access:
+        roles = [self.policy.roles[r] for r in dict.fromkeys(r for b in matched for r in b.roles)]
+        attributes, conflicts = _attributes(self.policy.attributes, matched, dict(claimed))
+        missing: set[str] = set(conflicts)
+        rows: dict[str, RowPlan] = {}
+        for dataset in dict.fromkeys(d for role in roles for d in role.rows):
+            grants = [role.rows[dataset] for role in roles if dataset in role.rows]
+            rows[dataset] = _plan(grants, attributes, self.policy.attributes, missing)
+        grants_seen: dict[TraceGrant, None] = {}
+        for role in roles:
+            grants_seen.update(dict.fromkeys(role.traces))
+        return Access(
+            roles=frozenset(role.name for role in roles),
+            permissions=frozenset(p for role in roles for p in role.permissions),
+            rows=MappingProxyType(rows),
+            traces=TraceScope(tuple(grants_seen)),
+            owner=_owner(matched),
+            policy_version=self.version,
+            attributes=MappingProxyType(attributes),
+            missing=frozenset(missing),
+        )
+
+    # --- explanation -----------------------------------------------------------------
+
+    def explain(self, principal: Principal) -> dict[str, Any]:
+        """Access.explain() plus every binding's verdict for this principal and why."""
+        found = self.matching(principal)
+        matched = {b.index for b in found}
+        verdicts = []
+        for b in self.policy.bindings:
+            verdicts.append(
+                {
+                    "binding": b.label,
+                    "matched": b.index in matched,
+                    "why": "matched" if b.index in matched else _why_not(b, principal),
+                }
+            )
+        return {
+            **self.resolve(principal).explain(),
+            "bindings": [b.label for b in found],
+            "binding_verdicts": verdicts,
+        }
+
+
+# --- pure helpers ------------------------------------------------------------------------
+
+
+def _claim_strings(claims: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    value = lookup(claims, path)
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, bool):
+        return ("true" if value else "false",)
+    if isinstance(value, int):
+        return (str(value),)
+    if isinstance(value, list):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
+
+
+def _matches(b: Binding, principal: Principal) -> bool:
+    if b.issuer is not None and b.issuer != principal.issuer:
+        return False
+    if b.groups and b.groups.isdisjoint(principal.groups):
+        return False
+    return all(
+        not values.isdisjoint(_claim_strings(principal.claims, path))
+        for path, values in b.claims.items()
+    )
+
+
+def _why_not(b: Binding, principal: Principal) -> str:
+    if b.issuer is not None and b.issuer != principal.issuer:
+        return f"issuer is {principal.issuer!r}, binding wants {b.issuer!r}"
+    if b.groups and b.groups.isdisjoint(principal.groups):
+        return "in none of the groups " + ", ".join(sorted(b.groups))
+    for path, values in b.claims.items():
+        if values.isdisjoint(_claim_strings(principal.claims, path)):
+            return f"claim {path!r} is not one of " + ", ".join(sorted(values))
+    return "matched"  # pragma: no cover - callers ask only for unmatched bindings
+
+
+def _attributes(
+    specs: Mapping[str, AttributeSpec],
+    matched: list[Binding],
+    claimed: Mapping[str, tuple[str, ...]],
+) -> tuple[dict[str, AttributeValue], list[str]]:
+    candidates: dict[str, list[tuple[int, tuple[Scalar, ...], str]]] = {}
+    for name, from_token in claimed.items():
+        if from_token:
+            path = specs[name].claim
+            candidates.setdefault(name, []).append((CLAIM_PRIORITY, from_token, f"claim:{path}"))
+    for b in matched:
+        for name, given in b.attributes.items():
+            candidates.setdefault(name, []).append((b.priority, given, f"binding:{b.label}"))
+    out: dict[str, AttributeValue] = {}
+    conflicts = []
+    for name, found in candidates.items():
+        if specs[name].multi:
+            merged: dict[Scalar, str] = {}
+            for _, vals, source in found:
+                for v in vals:
+                    merged.setdefault(v, source)
+            out[name] = AttributeValue(tuple(merged), tuple(merged.values()))
+            continue
+        top = max(p for p, _, _ in found)
+        best = {vals: source for p, vals, source in found if p == top}
+        if len(best) > 1:
+            conflicts.append(name)  # an unresolvable tie: fail closed, as if missing
+            continue
+        ((winner, source),) = best.items()
+        out[name] = AttributeValue(winner[:1], (source,))
+    return out, conflicts
+
+
+def _owner(matched: list[Binding]) -> str | None:
+    owners = [b for b in matched if b.owner is not None]
+    if not owners:
+        return None
+    top = max(b.priority for b in owners)
+    return next(b.owner for b in owners if b.priority == top)
+
+
+def _plan(
+    grants: list[RoleRows],
+    attributes: Mapping[str, AttributeValue],
+    specs: Mapping[str, AttributeSpec],
+    missing: set[str],
+) -> RowPlan:
+    if any(g.all for g in grants):
+        return ALL
+    rules: dict[Condition, None] = {}
+    for grant in grants:
+        for template in grant.rules:
+            bound = _bind(template, attributes, specs, missing)
+            if bound is not None:
+                rules[bound] = None
+    if not rules:
+        return NONE
+    items = tuple(rules)
+    return RowPlan.where(items[0] if len(items) == 1 else Or(items))
+
+
+def _bind(
+    c: Condition,
+    attributes: Mapping[str, AttributeValue],
+    specs: Mapping[str, AttributeSpec],
+    missing: set[str],
+) -> Condition | None:
+    """The template with every ``$attr`` replaced, or None when one is missing."""
+    if isinstance(c, Cmp):
+        if not isinstance(c.value, AttrRef):
+            return c
+        name = c.value.name
+        attr = attributes.get(name)
+        if attr is None:
+            missing.add(name)
+            return None
+        return _bind_cmp(c, attr.values, specs[name].multi)
+    if isinstance(c, Not):
+        item = _bind(c.item, attributes, specs, missing)
+        return None if item is None else Not(item)
+    items = [_bind(i, attributes, specs, missing) for i in c.items]
+    if any(i is None for i in items):
+        return None
+    bound = tuple(i for i in items if i is not None)
+    return And(bound) if isinstance(c, And) else Or(bound)
+
+
+def _bind_cmp(c: Cmp, values: tuple[Scalar, ...], multi: bool) -> Cmp:
+    if c.op in ("in", "not_in"):
+        return Cmp(c.op, c.column, values)
+    if multi and c.op == "eq":
+        return Cmp("in", c.column, values)
+    if multi and c.op == "ne":
+        return Cmp("not_in", c.column, values)
+    return Cmp(c.op, c.column, values[0])
