@@ -1,0 +1,194 @@
+"""Loading policies: every mistake is an error with file, line, key and a suggestion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iamscope.errors import ConfigError
+from iamscope.policy import load_policy, policy_from_mapping
+from iamscope.tokens import PRESETS, IssuerConfig
+
+BASE = """\
+version: "7"
+attributes:
+  region: {multi: true}
+  account: {}
+roles:
+  analyst:
+    permissions: [sales:read]
+    rows:
+      sales: {region: $region}
+bindings:
+  - {groups: [east], roles: [analyst], attributes: {region: [east]}}
+"""
+
+
+def load_text(tmp_path: Path, text: str, **kw: Any) -> Any:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return load_policy(path, **kw)
+
+
+def error(tmp_path: Path, text: str, **kw: Any) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, text, **kw)
+    return info.value
+
+
+def test_policy_file_loads(tmp_path: Path) -> None:
+    policy = load_text(tmp_path, BASE)
+    assert policy.version == "7"
+    assert policy.roles["analyst"].permissions == {"sales:read"}
+    assert policy.bindings[0].groups == {"east"}
+    assert policy.source == str(tmp_path / "policy.yaml")
+
+
+def test_policy_section_of_a_config_file(tmp_path: Path) -> None:
+    text = "issuers: []\npolicy:\n" + "".join(f"  {ln}\n" for ln in BASE.splitlines())
+    assert load_text(tmp_path, text).version == "7"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "fragment"),
+    [
+        ("roles:\n", "rolez: {}\nroles:\n", 5, "did you mean 'roles'"),
+        ("    permissions:", "    permisions:", 7, "did you mean 'permissions'"),
+        ("roles: [analyst]", "roles: [analist]", 11, "did you mean 'analyst'"),
+        ("{region: $region}", "{region: $regoin}", 9, "did you mean 'region'"),
+        ("{region: $region}", "{region: {eqq: x}}", 9, "did you mean 'eq'"),
+        ("{region: $region}", "{region: {lt: $region}}", 9, "multi-valued"),
+        ("{region: $region}", "{region: {in: x}}", 9, "takes a list"),
+        ("{region: $region}", "{region: {is_null: 1}}", 9, "true or false"),
+        ("{region: $region}", "{region: [$region]}", 9, "literals"),
+        ("{region: $region}", "{'bad col': 1}", 9, "column name"),
+        ("{region: $region}", "{}", 9, "write 'all'"),
+        ("{region: $region}", "everything", 9, "'all', 'none'"),
+        ("attributes: {region: [east]}", "attributes: {regio: [east]}", 11, "not declared"),
+        ("attributes: {region: [east]}", "attributes: {account: [a, b]}", 11, "single-valued"),
+        ("{groups: [east], ", "{", 11, "match everyone"),
+        ("[sales:read]", "['sales read']", 7, "permission"),
+    ],
+)
+def test_errors_point_at_the_line(
+    tmp_path: Path, old: str, new: str, line: int, fragment: str
+) -> None:
+    assert old in BASE
+    exc = error(tmp_path, BASE.replace(old, new, 1))
+    assert fragment in str(exc)
+    assert exc.line == line, str(exc)
+    assert str(tmp_path / "policy.yaml") in str(exc)
+
+
+def test_version_is_required(tmp_path: Path) -> None:
+    assert "version" in str(error(tmp_path, BASE.replace('version: "7"\n', "")))
+
+
+def test_trace_grant_errors(tmp_path: Path) -> None:
+    exc = error(
+        tmp_path,
+        BASE.replace(
+            "      sales: {region: $region}\n",
+            "      sales: {region: $region}\n    traces:\n      - {project: p, actions: [raed]}\n",
+        ),
+    )
+    assert "did you mean 'read'" in str(exc)
+    exc = error(
+        tmp_path,
+        BASE.replace(
+            "      sales: {region: $region}\n",
+            "      sales: {region: $region}\n    traces:\n      - {environments: [prod]}\n",
+        ),
+    )
+    assert "project" in str(exc)
+
+
+def test_unresolvable_single_valued_tie_is_a_load_error(tmp_path: Path) -> None:
+    text = BASE + (
+        "  - {groups: [a], roles: [analyst], attributes: {account: x}}\n"
+        "  - {groups: [b], roles: [analyst], attributes: {account: y}}\n"
+    )
+    exc = error(tmp_path, text)
+    assert "account" in str(exc) and "priority" in str(exc)
+    assert exc.line == 13
+    # A priority resolves it; so do claim values that can never both hold.
+    assert load_text(tmp_path, text.replace("account: y}}", "account: y}, priority: 1}"))
+    exclusive = BASE + (
+        "  - {claims: {env: prod}, roles: [analyst], attributes: {account: x}}\n"
+        "  - {claims: {env: dev}, roles: [analyst], attributes: {account: y}}\n"
+    )
+    assert load_text(tmp_path, exclusive)
+
+
+def test_ties_consider_which_issuers_can_have_groups() -> None:
+    issuers = [
+        IssuerConfig(
+            name="corp", issuer="https://corp.example", audience=("a",), preset=PRESETS["okta"]
+        ),
+        IssuerConfig(
+            name="ci",
+            issuer="https://ci.example",
+            audience=("a",),
+            preset=PRESETS["github-actions"],
+        ),
+    ]
+    policy = {
+        "version": "1",
+        "attributes": {"account": {}},
+        "roles": {"r": {}},
+        "bindings": [
+            {"groups": ["g"], "roles": ["r"], "attributes": {"account": "x"}},
+            {
+                "issuer": "ci",
+                "claims": {"repository": "a/b"},
+                "roles": ["r"],
+                "attributes": {"account": "y"},
+            },
+        ],
+    }
+    # A GitHub Actions token never carries groups: the two bindings cannot co-match.
+    assert policy_from_mapping(policy, issuers=issuers)
+    with pytest.raises(ConfigError, match="priority"):
+        policy_from_mapping(policy)  # without issuer knowledge, assume they can
+
+
+def test_unknown_issuer_in_a_binding() -> None:
+    issuers = [IssuerConfig(name="corp", issuer="https://corp.example", audience=("a",))]
+    with pytest.raises(ConfigError, match="did you mean 'corp'"):
+        policy_from_mapping(
+            {"version": "1", "roles": {"r": {}}, "bindings": [{"issuer": "crop", "roles": ["r"]}]},
+            issuers=issuers,
+        )
+
+
+def test_lint_warnings() -> None:
+    issuers = [
+        IssuerConfig(
+            name="ci",
+            issuer="https://ci.example",
+            audience=("a",),
+            preset=PRESETS["github-actions"],
+        )
+    ]
+    policy = policy_from_mapping(
+        {
+            "version": "1",
+            "roles": {"used": {}, "unused": {}},
+            "bindings": [
+                {"groups": ["g"], "roles": ["used"]},
+                {"issuer": "ci", "claims": {"x": "y"}},
+            ],
+        },
+        issuers=issuers,
+    )
+    assert "role 'unused' is never bound" in policy.warnings
+    assert any("bindings[0] can never match" in w for w in policy.warnings)
+    assert any("bindings[1] grants nothing" in w for w in policy.warnings)
+
+
+def test_duplicate_keys_in_a_policy_file(tmp_path: Path) -> None:
+    exc = error(tmp_path, BASE.replace("  account: {}\n", "  account: {}\n  account: {}\n"))
+    assert "duplicate key 'account'" in str(exc)
+    assert exc.line == 5
