@@ -20,3 +20,16 @@ def test_verify_benchmark_runs_and_checks_its_contenders() -> None:
     assert result.returncode == 0, result.stderr
     for label in ("verify_offline", "TokenVerifier.verify", "jwt.decode", "signature only"):
         assert label in result.stdout
+
+
+def test_resolve_benchmark_runs() -> None:
+    bench = BENCH.with_name("bench_resolve.py")
+    result = subprocess.run(
+        [sys.executable, str(bench), "--sizes", "100", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pycasbin" in result.stdout and "| 100 |" in result.stdout

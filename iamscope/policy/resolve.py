@@ -21,7 +21,7 @@ from typing import Any
 from iamscope.policy.access import Access, AttributeValue
 from iamscope.policy.model import AttributeSpec, Binding, Policy, RoleRows
 from iamscope.policy.rows import ALL, NONE, And, AttrRef, Cmp, Condition, Not, Or, RowPlan, Scalar
-from iamscope.policy.traces import TraceGrant, TraceScope
+from iamscope.policy.traces import TraceScope
 from iamscope.tokens.claims import lookup
 from iamscope.tokens.principal import Principal
 
@@ -36,19 +36,30 @@ class CompiledPolicy:
     def __init__(self, policy: Policy, *, intern_limit: int = 100_000) -> None:
         self.policy = policy
         self.version = policy.version
-        self._by_group: dict[str, list[Binding]] = {}
-        self._by_claim: dict[tuple[str, str], list[Binding]] = {}
+        # Index entries carry whether the binding needs a full check once found: a binding
+        # selected only by group needs none (the index lookup was the check).
+        self._by_group: dict[str, list[tuple[Binding, bool]]] = {}
+        self._by_claim: dict[tuple[str, str], list[tuple[Binding, bool]]] = {}
         self._by_issuer: dict[str | None, list[Binding]] = {}
         for b in policy.bindings:
             if b.groups:
+                check = b.issuer is not None or bool(b.claims)
                 for group in b.groups:
-                    self._by_group.setdefault(group, []).append(b)
+                    self._by_group.setdefault(group, []).append((b, check))
             elif b.claims:
                 path = min(b.claims)  # any one claim narrows; the rest is checked per match
+                check = b.issuer is not None or len(b.claims) > 1
                 for value in b.claims[path]:
-                    self._by_claim.setdefault((path, value), []).append(b)
+                    self._by_claim.setdefault((path, value), []).append((b, check))
             else:
                 self._by_issuer.setdefault(b.issuer, []).append(b)
+        # Plans of rules without $attributes do not depend on the principal: build once.
+        self._static: dict[int, RowPlan] = {
+            id(grant): _plan([grant], {}, policy.attributes, set())
+            for role in policy.roles.values()
+            for grant in role.rows.values()
+            if not any(_has_refs(rule) for rule in grant.rules)
+        }
         self._claim_paths = tuple(sorted({path for path, _ in self._by_claim}))
         self._claim_attributes = tuple(
             (spec, spec.claim) for spec in policy.attributes.values() if spec.claim is not None
@@ -63,19 +74,20 @@ class CompiledPolicy:
     def matching(self, principal: Principal) -> list[Binding]:
         """Bindings that match ``principal``, in policy order."""
         found: dict[int, Binding] = {}
+        by_group = self._by_group
         for group in principal.groups:
-            for b in self._by_group.get(group, ()):
-                if b.index not in found and _matches(b, principal):
+            for b, check in by_group.get(group, ()):
+                if not check or _matches(b, principal):
                     found[b.index] = b
         for path in self._claim_paths:
             for value in _claim_strings(principal.claims, path):
-                for b in self._by_claim.get((path, value), ()):
-                    if b.index not in found and _matches(b, principal):
+                for b, check in self._by_claim.get((path, value), ()):
+                    if not check or _matches(b, principal):
                         found[b.index] = b
-        for key in (None, principal.issuer):
-            for b in self._by_issuer.get(key, ()):
-                if b.index not in found and _matches(b, principal):
-                    found[b.index] = b
+        for b in self._by_issuer.get(None, ()):
+            found[b.index] = b
+        for b in self._by_issuer.get(principal.issuer, ()):
+            found[b.index] = b
         return [found[i] for i in sorted(found)]
 
     # --- resolution ------------------------------------------------------------------
@@ -114,21 +126,29 @@ class CompiledPolicy:
     def _build(
         self, matched: list[Binding], claimed: tuple[tuple[str, tuple[str, ...]], ...]
     ) -> Access:
-        roles = [self.policy.roles[r] for r in dict.fromkeys(r for b in matched for r in b.roles)]
-        attributes, conflicts = _attributes(self.policy.attributes, matched, dict(claimed))
+        names: dict[str, None] = {}
+        for b in matched:
+            names.update(dict.fromkeys(b.roles))
+        roles = [self.policy.roles[r] for r in names]
+        if any(b.attributes for b in matched) or any(values for _, values in claimed):
+            attributes, conflicts = _attributes(self.policy.attributes, matched, dict(claimed))
+        else:
+            attributes, conflicts = {}, []
         missing: set[str] = set(conflicts)
-        rows: dict[str, RowPlan] = {}
-        for dataset in dict.fromkeys(d for role in roles for d in role.rows):
-            grants = [role.rows[dataset] for role in roles if dataset in role.rows]
-            rows[dataset] = _plan(grants, attributes, self.policy.attributes, missing)
-        grants_seen: dict[TraceGrant, None] = {}
+        by_dataset: dict[str, list[RoleRows]] = {}
         for role in roles:
-            grants_seen.update(dict.fromkeys(role.traces))
+            for dataset, grant in role.rows.items():
+                by_dataset.setdefault(dataset, []).append(grant)
+        rows: dict[str, RowPlan] = {}
+        for dataset, grants in by_dataset.items():
+            static = self._static.get(id(grants[0])) if len(grants) == 1 else None
+            rows[dataset] = static or _plan(grants, attributes, self.policy.attributes, missing)
+        traces = dict.fromkeys(t for role in roles for t in role.traces)
         return Access(
-            roles=frozenset(role.name for role in roles),
-            permissions=frozenset(p for role in roles for p in role.permissions),
+            roles=frozenset(names),
+            permissions=frozenset().union(*(role.permissions for role in roles)),
             rows=MappingProxyType(rows),
-            traces=TraceScope(tuple(grants_seen)),
+            traces=TraceScope(tuple(traces)),
             owner=_owner(matched),
             policy_version=self.version,
             attributes=MappingProxyType(attributes),
@@ -280,6 +300,14 @@ def _bind(
         return None
     bound = tuple(i for i in items if i is not None)
     return And(bound) if isinstance(c, And) else Or(bound)
+
+
+def _has_refs(c: Condition) -> bool:
+    if isinstance(c, Cmp):
+        return isinstance(c.value, AttrRef)
+    if isinstance(c, Not):
+        return _has_refs(c.item)
+    return any(_has_refs(i) for i in c.items)
 
 
 def _bind_cmp(c: Cmp, values: tuple[Scalar, ...], multi: bool) -> Cmp:

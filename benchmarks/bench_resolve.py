@@ -1,0 +1,190 @@
+"""Policy resolution cost against policy size, with pycasbin side by side.
+
+For 100, 10k and 100k bindings over 1k roles (each role with a row rule over an
+attribute and a trace grant), a principal in 5 groups is resolved:
+
+* **cold**: matching + attribute merge + row plans + trace scope + interning, with
+  the intern tables emptied before every call (what a new identity costs);
+* **interned**: the same principal again (what the second request of an identity costs
+  when the token cache missed, e.g. a new token of a known identity);
+* **pycasbin**: ``Enforcer.enforce(user, "sales", "read")`` on an equivalent RBAC
+  policy (user → 5 groups → roles → permission), the usual Python choice.
+
+Targets (DESIGN.md): cold ≤ 20 µs at 10k bindings; ≤ 1.5x growth from 100 to 100k.
+
+    .venv/bin/python benchmarks/bench_resolve.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import casbin
+
+from iamscope.policy import CompiledPolicy, policy_from_mapping
+from iamscope.tokens import Principal
+
+README = Path(__file__).with_name("README.md")
+START, END = "<!-- resolve:start -->", "<!-- resolve:end -->"
+SIZES = (100, 10_000, 100_000)
+ROLES = 1000
+GROUPS_PER_PRINCIPAL = 5
+
+CASBIN_MODEL = """\
+[request_definition]
+r = sub, obj, act
+[policy_definition]
+p = sub, obj, act
+[role_definition]
+g = _, _
+[policy_effect]
+e = some(where (p.eft == allow))
+[matchers]
+m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
+"""
+
+
+def make_policy(bindings: int) -> dict[str, Any]:
+    roles = {
+        f"r{i}": {
+            "permissions": [f"ds{i}:read"],
+            "rows": {f"ds{i % 50}": {"region": "$region"}},
+            "traces": [{"project": f"p{i % 20}", "environments": ["production"]}],
+        }
+        for i in range(ROLES)
+    }
+    return {
+        "version": "bench",
+        "attributes": {"region": {"multi": True}},
+        "roles": roles,
+        "bindings": [
+            {
+                "groups": [f"g{i}"],
+                "roles": [f"r{i % ROLES}"],
+                "attributes": {"region": [f"x{i % 7}"]},
+            }
+            for i in range(bindings)
+        ],
+    }
+
+
+def principal(bindings: int) -> Principal:
+    step = max(1, bindings // GROUPS_PER_PRINCIPAL)
+    groups = frozenset(f"g{i * step + i}" for i in range(GROUPS_PER_PRINCIPAL))  # distinct roles
+    return Principal("corp", "https://corp.example", "alice", "user", 1e12, groups=groups)
+
+
+def make_casbin(bindings: int, member_of: frozenset[str]) -> Any:
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "model.conf").write_text(CASBIN_MODEL)
+    lines = [f"p, r{i}, ds{i}, read" for i in range(ROLES)]
+    lines += [f"g, g{i}, r{i % ROLES}" for i in range(bindings)]
+    lines += [f"g, alice, {group}" for group in sorted(member_of)]
+    (tmp / "policy.csv").write_text("\n".join(lines) + "\n")
+    return casbin.Enforcer(str(tmp / "model.conf"), str(tmp / "policy.csv"))
+
+
+def per_call(fn: Callable[[], object], rounds: int) -> list[float]:
+    number = 200
+    return [t / number * 1e6 for t in timeit.repeat(fn, number=number, repeat=rounds)]
+
+
+def measure(size: int, rounds: int) -> dict[str, list[float]]:
+    compiled = CompiledPolicy(policy_from_mapping(make_policy(size)))
+    who = principal(size)
+    access = compiled.resolve(who)
+    assert len(access.roles) == GROUPS_PER_PRINCIPAL, access.roles
+
+    def cold() -> object:
+        compiled._by_match.clear()
+        compiled._by_content.clear()
+        return compiled.resolve(who)
+
+    def interned() -> object:
+        return compiled.resolve(who)
+
+    enforcer = make_casbin(size, who.groups)
+    wanted = sorted(access.roles)[0].replace("r", "ds")
+    assert enforcer.enforce("alice", wanted, "read")
+    assert not enforcer.enforce("alice", "ds-none", "read")
+
+    def pycasbin() -> object:
+        return enforcer.enforce("alice", wanted, "read")
+
+    results: dict[str, list[float]] = {"cold": [], "interned": [], "pycasbin": []}
+    for _ in range(rounds):  # interleaved, so drift hits all three alike
+        results["cold"] += per_call(cold, 1)
+        results["interned"] += per_call(interned, 1)
+        results["pycasbin"] += per_call(pycasbin, 1)
+    return results
+
+
+def render(results: dict[int, dict[str, list[float]]]) -> str:
+    rows = [
+        "| bindings | cold µs (min-max) | interned µs | pycasbin enforce µs |",
+        "|---:|---:|---:|---:|",
+    ]
+    for size, r in results.items():
+        rows.append(
+            f"| {size:,} | {statistics.median(r['cold']):.1f} "
+            f"({min(r['cold']):.1f}-{max(r['cold']):.1f}) "
+            f"| {statistics.median(r['interned']):.2f} | {statistics.median(r['pycasbin']):.1f} |"
+        )
+    small, large = (
+        statistics.median(results[SIZES[0]]["cold"]),
+        statistics.median(results[SIZES[-1]]["cold"]),
+    )
+    mid = statistics.median(results[10_000]["cold"]) if 10_000 in results else float("nan")
+    growth = large / small
+    rows += [
+        "",
+        f"Cold at 10k bindings: {mid:.1f} µs "
+        f"(target ≤ 20 µs: {'met' if mid <= 20 else 'NOT met'}).",
+        f"Growth 100 → {SIZES[-1]:,} bindings: {growth:.2f}x "
+        f"(target ≤ 1.5x: {'met' if growth <= 1.5 else 'NOT met'}).",
+        f"{ROLES} roles; a principal in {GROUPS_PER_PRINCIPAL} groups; "
+        f"Python {sys.version.split()[0]}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+    ]
+    return "\n".join(rows)
+
+
+def write_readme(block: str) -> None:
+    text = README.read_text() if README.exists() else "# Benchmarks\n"
+    if START not in text:
+        text = text.rstrip("\n") + (
+            "\n\n## Policy resolution (`bench_resolve.py`)\n\n"
+            + (__doc__ or "").split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
+            + f"\n\n{START}\n{END}\n"
+        )
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="policy resolution vs size, and pycasbin")
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    args = parser.parse_args(argv)
+    results = {size: measure(size, args.rounds) for size in args.sizes}
+    if set(SIZES) <= set(results):
+        block = render(results)
+    else:
+        block = render({**dict.fromkeys(SIZES, results[args.sizes[0]]), **results})
+    print(block)
+    if args.write:
+        write_readme(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
