@@ -53,6 +53,7 @@ def _cases(corp: LocalIssuer, ci: LocalIssuer, rogue: LocalIssuer) -> list[Case]
                 aud="https://github.com/acme",
                 sub="repo:acme/checkout:environment:staging",
                 repository="acme/checkout",
+                repository_owner="acme",
                 environment="staging",
             ),
             "ok",

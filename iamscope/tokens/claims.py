@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from iamscope.errors import ClaimMappingError
 
-__all__ = ["ClaimMap", "lookup", "string_values"]
+__all__ = ["ClaimMap", "freeze", "lookup", "string_values"]
 
 _MISSING = object()
 
@@ -89,7 +90,7 @@ def string_values(
         if delimiter is not None:
             return tuple(part.strip() for part in value.split(delimiter) if part.strip())
         return (value,) if value else ()
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         if all(isinstance(item, str) for item in value):
             return tuple(value)
         raise ClaimMappingError(f"claim '{claim}' must be a list of strings", claim=claim)
@@ -129,3 +130,20 @@ def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
         if value is not _MISSING and value is not None and value != "":
             return path, value
     return "", _MISSING
+
+
+def freeze(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only deep copy: objects become mappingproxies, arrays tuples.
+
+    A ``Principal`` is shared (cached, interned): a handler appending to
+    ``claims["groups"]`` must not change what the next request sees.
+    """
+    return MappingProxyType({k: _freeze(v) for k, v in payload.items()})
+
+
+def _freeze(value: Any) -> Any:
+    if type(value) is dict:
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if type(value) is list:
+        return tuple(_freeze(v) for v in value)
+    return value

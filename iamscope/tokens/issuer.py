@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ _KEYS = (
     "token_use",
     "signers",
     "hosted_domains",
+    "owners",
 )
 _CLAIM_KEYS = ("subject", "groups", "roles", "scopes", "attributes", "delimiter")
 
@@ -80,6 +82,7 @@ class IssuerConfig:
     token_use: tuple[str, ...] = ("access",)
     signers: tuple[str, ...] = ()
     hosted_domains: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()
     audience_set: frozenset[str] = field(init=False, repr=False)
     claim_map: ClaimMap = field(init=False, repr=False)
     allowed_algorithms: frozenset[str] = field(init=False, repr=False)
@@ -92,6 +95,7 @@ class IssuerConfig:
         object.__setattr__(self, "allowed_algorithms", frozenset(algorithms))
         object.__setattr__(self, "claim_map", _fill(self.claims or self.preset.claims, self))
         object.__setattr__(self, "token_source", self.source or self.preset.source)
+        object.__setattr__(self, "token_types", tuple(media_type(t) for t in self.token_types))
 
     @property
     def discovery_url(self) -> str:
@@ -110,6 +114,7 @@ class IssuerConfig:
             "token_use",
             "signers",
             "hosted_domains",
+            "owners",
         ):
             if key in kwargs:
                 kwargs[key] = _strings(kwargs[key], key, where)
@@ -166,9 +171,21 @@ def _validate(cfg: IssuerConfig) -> None:
     for needed in cfg.preset.requires:
         if not getattr(cfg, needed):
             raise ConfigError(f"{where}: preset {cfg.preset.name!r} needs {needed!r}", key=needed)
-    if not 0 <= cfg.leeway <= MAX_LEEWAY:
+    if cfg.preset.owners is not None and not cfg.preset.owners(cfg):
+        raise ConfigError(
+            f"{where}: preset {cfg.preset.name!r} needs 'owners' (the organisations or "
+            "namespaces whose pipelines may sign in; any CI job can choose our audience)",
+            key="owners",
+        )
+    if cfg.issuer.startswith("https:") and any(
+        url is not None and url.startswith("http:") for url in (cfg.jwks_uri, cfg.keys_url)
+    ):
+        raise ConfigError(f"{where}: keys of an https issuer must come over https", key="jwks_uri")
+    if cfg.algorithms is not None and not cfg.algorithms:
+        raise ConfigError(f"{where}: 'algorithms' must not be empty", key="algorithms")
+    if not 0 <= cfg.leeway <= MAX_LEEWAY:  # NaN fails this too
         raise ConfigError(f"{where}: 'leeway' must be between 0 and 60 seconds", key="leeway")
-    if cfg.max_lifetime is not None and cfg.max_lifetime <= 0:
+    if cfg.max_lifetime is not None and not (0 < cfg.max_lifetime < math.inf):
         raise ConfigError(f"{where}: 'max_lifetime' must be positive", key="max_lifetime")
     if not 0 < cfg.max_token_bytes <= 1024 * 1024:
         raise ConfigError(f"{where}: 'max_token_bytes' is out of range", key="max_token_bytes")
@@ -179,6 +196,12 @@ def _validate(cfg: IssuerConfig) -> None:
             f"JWKS issuer); choose from {list(ASYMMETRIC_ALGORITHMS)}",
             key="algorithms",
         )
+
+
+def media_type(typ: str) -> str:
+    """RFC 7515 §4.1.9: "application/" may be omitted; media types compare case-insensitively."""
+    typ = typ.lower()
+    return typ[len("application/") :] if typ.startswith("application/") else typ
 
 
 def _acceptable_issuer(cfg: IssuerConfig) -> bool:

@@ -25,7 +25,9 @@ MAX_KID_LENGTH = 256
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 # Canonical encodings only: the unused low bits of the last character must be zero, so a
-# token has exactly one spelling (no signature malleability, one cache key per token).
+# segment has one spelling. (ECDSA signatures are still malleable: (r, s) and (r, n - s)
+# both verify. Anything keyed on a token's bytes, such as a cache or a revocation list,
+# must not assume one token has one string.)
 _LAST_CHAR_OK = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
 # Members that carry or point at a key, or change how the payload is read. A verifier
 # that honoured any of them would let the token choose its own key (RFC 8725 §3.10).

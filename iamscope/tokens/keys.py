@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -96,16 +97,23 @@ class KeyBuildError(ValueError):
 
 def build_jwk(jwk: Mapping[str, Any]) -> VerificationKey:
     """A verification key from one JWK, or :class:`KeyBuildError` saying why not."""
+    for member in ("use", "kty", "alg", "kid", "crv"):
+        if member in jwk and not isinstance(jwk[member], str):
+            raise KeyBuildError(f"JWK member {member!r} is not a string")
+    ops = jwk.get("key_ops")
+    if ops is not None and (
+        not isinstance(ops, list) or not all(isinstance(op, str) for op in ops)
+    ):
+        raise KeyBuildError("JWK member 'key_ops' is not a list of strings")
     if jwk.get("use", "sig") != "sig":
         raise KeyBuildError("key is not for signatures")
-    ops = jwk.get("key_ops")
     if ops is not None and "verify" not in ops:
         raise KeyBuildError("key_ops excludes verify")
     if jwk.get("kty") == "oct" or "d" in jwk:
         raise KeyBuildError("symmetric or private key material in a JWKS")
     try:
         built = jwt.PyJWK(dict(jwk))
-    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # any fault in one entry only skips that entry
         raise KeyBuildError(f"unusable key: {type(exc).__name__}") from exc
     algorithms = _algorithms_for(built.key)
     declared = jwk.get("alg")
@@ -113,10 +121,7 @@ def build_jwk(jwk: Mapping[str, Any]) -> VerificationKey:
         if declared not in algorithms:
             raise KeyBuildError(f"declared alg {declared!r} does not fit the key type")
         algorithms = frozenset({declared})
-    kid = jwk.get("kid")
-    if kid is not None and not isinstance(kid, str):
-        raise KeyBuildError("kid is not a string")
-    return VerificationKey(kid, built.key, algorithms)
+    return VerificationKey(jwk.get("kid"), built.key, algorithms)
 
 
 def build_pem(kid: str, pem: bytes) -> VerificationKey:
@@ -142,23 +147,38 @@ def _algorithms_for(key: Any) -> frozenset[str]:
     raise KeyBuildError(f"unsupported key type {type(key).__name__}")
 
 
+@dataclass(frozen=True, slots=True)
+class _KeySet:
+    """Keys and the time each left the JWKS, swapped in as one object: a lookup reads one
+    consistent snapshot, never a new key list with an old removal list."""
+
+    keys: Mapping[str | None, VerificationKey] = field(default_factory=dict)
+    removed: Mapping[str | None, float] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class _IssuerKeys:
-    """Mutable state of one issuer's keys; only touched under the store's lock."""
+    """Mutable state of one issuer's keys; written only under the store's lock."""
 
-    keys: dict[str | None, VerificationKey] = field(default_factory=dict)
-    removed: dict[str | None, float] = field(default_factory=dict)  # kid → when it left
+    keyset: _KeySet = field(default_factory=_KeySet)
     missing: OrderedDict[str, float] = field(default_factory=OrderedDict)
     jwks_uri: str | None = None
     last_attempt: float | None = None
     last_success: float | None = None
     failing: bool = False
     refreshing: int = 0  # refreshes under way; callers that see one join it
-    generation: int = 0  # refreshes completed
+    generation: int = 0  # refreshes finished (success, failure or abandoned)
+    success_generation: int = -1  # the generation number of the last success
 
 
 class KeyStore:
-    """Every configured issuer's keys, safe to share across threads and event loops."""
+    """Every configured issuer's keys, safe to share across threads and event loops.
+
+    A refresh is asked for with a *ticket*: the number of refreshes finished when the
+    need was seen. Shells skip the fetch when another refresh finished after the ticket,
+    and :meth:`missing_error` uses it to tell "fetched, the kid is not there" (401, and
+    the kid is remembered) from "no fetch succeeded since we asked" (503).
+    """
 
     def __init__(self, issuers: Iterable[IssuerConfig], policy: KeyPolicy | None = None) -> None:
         self.policy = policy or KeyPolicy()
@@ -173,59 +193,68 @@ class KeyStore:
     def lookup(
         self, cfg: IssuerConfig, kid: str | None, alg: str, now: float
     ) -> VerificationKey | None:
-        state = self._state[cfg.name]
+        snapshot = self._state[cfg.name].keyset
         if kid is None:
-            candidates = [k for k in state.keys.values() if alg in k.algorithms]
-            live = [k for k in candidates if self._live(state, k.kid, now)]
+            live = [
+                k
+                for k in snapshot.keys.values()
+                if alg in k.algorithms and self._live(snapshot, k.kid, now)
+            ]
             if len(live) > 1:
-                raise HeaderInvalid("token has no 'kid' and the issuer has several keys")
+                raise HeaderInvalid(
+                    "token has no 'kid' and the issuer has several keys", issuer=cfg.name
+                )
             return live[0] if live else None
-        key = state.keys.get(kid)
-        if key is None or (kid in state.removed and not self._live(state, kid, now)):
+        key = snapshot.keys.get(kid)
+        if key is None or not self._live(snapshot, kid, now):
             return None
         return key
 
-    def _live(self, state: _IssuerKeys, kid: str | None, now: float) -> bool:
-        left = state.removed.get(kid)
+    def _live(self, snapshot: _KeySet, kid: str | None, now: float) -> bool:
+        left = snapshot.removed.get(kid)
         return left is None or now < left + self.policy.grace
 
-    def should_refresh(self, cfg: IssuerConfig, kid: str | None, now: float) -> bool:
-        """Whether an unknown kid may cause a fetch now (cooldown and missing memory)."""
+    def refresh_ticket(self, cfg: IssuerConfig, kid: str | None, now: float) -> int | None:
+        """A ticket when an unknown kid may cause a fetch now, else None (cooldown,
+        missing memory, or a kid that cannot name a per-kid key)."""
         state = self._state[cfg.name]
+        if cfg.keys_url is not None and not _safe_kid(kid):
+            return None  # never put such a kid in a URL; it simply names no key
         with self._lock:
+            ticket = state.generation
             if state.last_attempt is None or state.refreshing:
-                return True
+                return ticket
             since = now - state.last_attempt
-            if state.last_success is None or state.failing:
-                return since >= self.policy.retry_after_failure
+            if state.failing or (state.last_success is None and cfg.keys_url is None):
+                return ticket if since >= self.policy.retry_after_failure else None
             seen_missing = state.missing.get(kid) if kid is not None else None
             if seen_missing is not None and now - seen_missing < self.policy.missing_ttl:
-                return False
-            return since >= self.policy.cooldown
+                return None
+            return ticket if since >= self.policy.cooldown else None
 
     def generation(self, name: str) -> int:
-        return self._state[name].generation
+        with self._lock:
+            return self._state[name].generation
 
     def missing_error(
-        self, cfg: IssuerConfig, kid: str | None, now: float, *, refreshed: bool
+        self, cfg: IssuerConfig, kid: str | None, now: float, *, ticket: int | None
     ) -> Exception:
-        """What to raise when no key fits: an outage (503) or an unknown key (401).
-
-        ``refreshed``: the keys were just fetched for this lookup, so the kid is known to
-        be missing and is remembered. A kid merely seen during a cooldown is not: it may
-        be a new key published a moment after our last fetch.
-        """
+        """What to raise when no key fits: an outage (503) or an unknown key (401)."""
         state = self._state[cfg.name]
+        unavailable = KeysUnavailable(
+            f"keys for issuer {cfg.name!r} cannot be fetched right now", issuer=cfg.name
+        )
         with self._lock:
-            if refreshed and kid is not None and not state.failing and state.last_success:
-                state.missing[kid] = now
-                state.missing.move_to_end(kid)
-                while len(state.missing) > self.policy.max_missing:
-                    state.missing.popitem(last=False)
-        if state.last_success is None or state.failing:
-            return KeysUnavailable(
-                f"keys for issuer {cfg.name!r} cannot be fetched right now", issuer=cfg.name
-            )
+            if ticket is not None:
+                if state.success_generation <= ticket or state.failing:
+                    return unavailable  # asked for keys, none arrived since
+                if kid is not None:
+                    state.missing[kid] = now
+                    state.missing.move_to_end(kid)
+                    while len(state.missing) > self.policy.max_missing:
+                        state.missing.popitem(last=False)
+            elif state.failing or (state.last_success is None and cfg.keys_url is None):
+                return unavailable
         return KeyNotFound("no key of the issuer matches the token", issuer=cfg.name)
 
     # --- refresh (driven by the I/O shells) ----------------------------------------------
@@ -237,21 +266,35 @@ class KeyStore:
         cfg = self._issuers[name]
         state = self._state[name]
         with self._lock:
-            state.last_attempt = now
+            previous_attempt, state.last_attempt = state.last_attempt, now
             state.refreshing += 1
         try:
             if cfg.keys_url is not None:
-                yield from self._pem_flow(cfg, kid, now)
+                yield from self._pem_flow(cfg, state, kid, now)
             else:
                 yield from self._jwks_flow(cfg, state, now)
+        except GeneratorExit:
+            # Abandoned (the request was cancelled): it learnt nothing, so it must not
+            # use up the cooldown either.
+            with self._lock:
+                state.last_attempt = previous_attempt
+            raise
         except _FetchFailed as exc:
             log.warning("iamscope: key refresh for issuer %r failed: %s", name, exc)
             with self._lock:
                 state.failing = True
+                if cfg.jwks_uri is None:
+                    state.jwks_uri = None  # rediscover next time: the document may have moved
         finally:
             with self._lock:
                 state.refreshing -= 1
                 state.generation += 1
+
+    def _succeeded(self, state: _IssuerKeys, now: float) -> None:
+        # Under the lock. The generation this refresh will get when its finally runs.
+        state.last_success = now
+        state.failing = False
+        state.success_generation = state.generation + 1
 
     def _jwks_flow(
         self, cfg: IssuerConfig, state: _IssuerKeys, now: float
@@ -262,31 +305,35 @@ class KeyStore:
         doc = _document((yield FetchRequest(cfg.name, state.jwks_uri, "jwks")))
         keys = self._keys_from_jwks(doc, cfg)
         with self._lock:
-            self._merge(state, keys, now)
+            state.keyset = self._merge(state.keyset, keys, now)
+            for kid in keys:
+                if kid is not None:
+                    state.missing.pop(kid, None)
+            self._succeeded(state, now)
 
     def _pem_flow(
-        self, cfg: IssuerConfig, kid: str | None, now: float
+        self, cfg: IssuerConfig, state: _IssuerKeys, kid: str | None, now: float
     ) -> Generator[FetchRequest, FetchResponse, None]:
-        if kid is None or not set(kid) <= _SAFE_KID or kid in (".", ".."):
-            # The kid goes into a URL: only plain characters, or it could steer the fetch.
+        if kid is None or not _safe_kid(kid):  # refresh_ticket already refuses these
             raise _FetchFailed("kid is not safe to put in a key URL")
         url = str(cfg.keys_url).replace("{kid}", quote(kid, safe=""))
         response = yield FetchRequest(cfg.name, url, "pem")
-        body = _body(response)
+        if response.error is None and response.status in (403, 404):
+            # A definite "no such key" (S3-style endpoints answer 403): not an outage.
+            with self._lock:
+                self._succeeded(state, now)
+            return
         try:
-            key = build_pem(kid, body)
+            key = build_pem(kid, _body(response))
         except KeyBuildError as exc:
             raise _FetchFailed(str(exc)) from exc
-        state = self._state[cfg.name]
         with self._lock:
-            # Copy, then swap: lookups read these dicts without the lock.
-            keys = {k: v for k, v in state.keys.items() if k != kid}
+            keys = {k: v for k, v in state.keyset.keys.items() if k != kid}
             while len(keys) >= self.policy.max_keys:
                 del keys[next(iter(keys))]  # oldest first: dicts keep insertion order
             keys[kid] = key
-            state.keys = keys
-            state.last_success = now
-            state.failing = False
+            state.keyset = _KeySet(keys, {})
+            self._succeeded(state, now)
 
     def _keys_from_jwks(
         self, doc: dict[str, Any], cfg: IssuerConfig
@@ -310,22 +357,19 @@ class KeyStore:
         return keys
 
     def _merge(
-        self, state: _IssuerKeys, keys: dict[str | None, VerificationKey], now: float
-    ) -> None:
-        # Build new dicts and swap them in: lookups read them without the lock.
-        removed = {kid: t for kid, t in state.removed.items() if kid not in keys}
-        for kid in state.keys.keys() - keys.keys():
+        self, current: _KeySet, keys: dict[str | None, VerificationKey], now: float
+    ) -> _KeySet:
+        removed = {kid: t for kid, t in current.removed.items() if kid not in keys}
+        for kid in current.keys.keys() - keys.keys():
             removed.setdefault(kid, now)
         expired = {kid for kid, t in removed.items() if now >= t + self.policy.grace}
-        merged = {kid: k for kid, k in state.keys.items() if kid not in expired}
+        merged = {kid: k for kid, k in current.keys.items() if kid not in expired}
         merged.update(keys)
-        state.removed = {kid: t for kid, t in removed.items() if kid not in expired}
-        state.keys = merged
-        for kid in keys:
-            if kid is not None:
-                state.missing.pop(kid, None)
-        state.last_success = now
-        state.failing = False
+        return _KeySet(merged, {kid: t for kid, t in removed.items() if kid not in expired})
+
+
+def _safe_kid(kid: str | None) -> bool:
+    return kid is not None and set(kid) <= _SAFE_KID and kid not in (".", "..")
 
 
 class _FetchFailed(Exception):
@@ -353,7 +397,11 @@ def _jwks_uri_from_discovery(doc: dict[str, Any], cfg: IssuerConfig) -> str:
     uri = doc.get("jwks_uri")
     if not isinstance(uri, str):
         raise _FetchFailed("discovery document has no jwks_uri")
-    scheme = urlsplit(uri).scheme
+    try:
+        httpx.URL(uri)
+        scheme = urlsplit(uri).scheme
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise _FetchFailed("jwks_uri is not a valid URL") from exc
     if scheme not in ("https", "http") or (scheme == "http" and cfg.issuer.startswith("https:")):
         raise _FetchFailed("jwks_uri is not an acceptable URL")
     return uri

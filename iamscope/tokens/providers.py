@@ -53,7 +53,9 @@ def check_audience(payload: Claims, cfg: IssuerConfig) -> None:
         raise ClaimMissing("token has no 'aud'", claim="aud", issuer=cfg.name)
     values = [aud] if isinstance(aud, str) else aud
     if not isinstance(values, list) or not values or not all(isinstance(a, str) for a in values):
-        raise AudienceInvalid("'aud' must be a string or a list of strings", claim="aud")
+        raise AudienceInvalid(
+            "'aud' must be a string or a list of strings", claim="aud", issuer=cfg.name
+        )
     if cfg.audience_set.isdisjoint(values):
         raise AudienceInvalid("token is not meant for this audience", claim="aud", issuer=cfg.name)
 
@@ -76,6 +78,8 @@ class Preset:
     requires: tuple[str, ...] = ()
     #: Per-kid PEM key endpoint instead of a JWKS (AWS ALB).
     pem_keys: bool = False
+    #: CI presets: who may sign in (organisations / namespaces); empty is a config error.
+    owners: Callable[[IssuerConfig], tuple[str, ...]] | None = None
 
 
 # --- Okta -------------------------------------------------------------------------------
@@ -194,7 +198,7 @@ def _cognito_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
     if not isinstance(use, str):
         raise ClaimMissing("token has no 'token_use'", claim="token_use", issuer=cfg.name)
     if use not in cfg.token_use:
-        raise ClaimInvalid(f"token_use '{use}' is not accepted here", claim="token_use")
+        raise ClaimInvalid("token_use is not accepted here", claim="token_use", issuer=cfg.name)
 
 
 def _cognito_audience(payload: Claims, cfg: IssuerConfig) -> None:
@@ -203,7 +207,9 @@ def _cognito_audience(payload: Claims, cfg: IssuerConfig) -> None:
     if payload.get("token_use") == "access":
         client = payload.get("client_id")
         if not isinstance(client, str) or client not in cfg.audience_set:
-            raise AudienceInvalid("token is not for this app client", claim="client_id")
+            raise AudienceInvalid(
+                "token is not for this app client", claim="client_id", issuer=cfg.name
+            )
         return
     check_audience(payload, cfg)
 
@@ -262,6 +268,45 @@ AUTH0 = Preset(
 
 # --- CI and workload identities ----------------------------------------------------------
 
+
+def github_owners(cfg: IssuerConfig) -> tuple[str, ...]:
+    """Configured ``owners``, else the owner in a default audience ``https://github.com/<owner>``."""
+    if cfg.owners:
+        return cfg.owners
+    prefix = "https://github.com/"
+    return tuple(
+        a[len(prefix) :]
+        for a in cfg.audience
+        if a.startswith(prefix) and _GH_NAME.fullmatch(a[len(prefix) :])
+    )
+
+
+_GH_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+
+
+def _github_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    # Any workflow on GitHub can ask for a token with *our* audience: only the owner
+    # claim says the workflow runs in one of our organisations.
+    owner = payload.get("repository_owner")
+    allowed = {o.lower() for o in github_owners(cfg)}
+    if not isinstance(owner, str) or owner.lower() not in allowed:
+        raise ClaimInvalid(
+            "the workflow's repository owner is not allowed",
+            claim="repository_owner",
+            issuer=cfg.name,
+        )
+
+
+def _gitlab_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    path = payload.get("namespace_path")
+    if not isinstance(path, str) or not any(
+        path == owner or path.startswith(owner + "/") for owner in cfg.owners
+    ):
+        raise ClaimInvalid(
+            "the pipeline's namespace is not allowed", claim="namespace_path", issuer=cfg.name
+        )
+
+
 GITHUB_ACTIONS = Preset(
     "github-actions",
     ClaimMap(
@@ -285,7 +330,9 @@ GITHUB_ACTIONS = Preset(
         },
     ),
     kind=_workload,
+    check=_github_check,
     algorithms=("RS256",),
+    owners=github_owners,
 )
 
 GITLAB_CI = Preset(
@@ -310,13 +357,17 @@ GITLAB_CI = Preset(
         },
     ),
     kind=_workload,
+    check=_gitlab_check,
+    owners=lambda cfg: cfg.owners,
 )
 
 
 def _kubernetes_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
     sub = payload.get("sub")
     if not isinstance(sub, str) or not sub.startswith("system:serviceaccount:"):
-        raise ClaimInvalid("subject is not a Kubernetes service account", claim="sub")
+        raise ClaimInvalid(
+            "subject is not a Kubernetes service account", claim="sub", issuer=cfg.name
+        )
 
 
 KUBERNETES = Preset(
@@ -377,9 +428,11 @@ def _alb_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
     # load balancer (AWS docs: "verify the signer field ... the ARN of the load balancer").
     signer = header.get("signer")
     if not isinstance(signer, str) or signer not in cfg.signers:
-        raise SignerInvalid("token was not signed by a configured load balancer", claim="signer")
+        raise SignerInvalid(
+            "token was not signed by a configured load balancer", claim="signer", issuer=cfg.name
+        )
     if cfg.client_id is not None and header.get("client") != cfg.client_id:
-        raise SignerInvalid("token was issued for another client", claim="client")
+        raise SignerInvalid("token was issued for another client", claim="client", issuer=cfg.name)
 
 
 AWS_ALB = Preset(

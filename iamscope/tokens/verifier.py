@@ -12,6 +12,7 @@ an unreachable JWKS becomes ``keys_unavailable``, never a bad-token answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -25,11 +26,42 @@ from iamscope.tokens.verify import Clock, Verifier
 
 __all__ = ["AsyncTokenVerifier", "TokenVerifier"]
 
-_HEADERS = {"accept": "application/json, application/x-pem-file;q=0.9"}
+# identity: a compressed body would be inflated in memory before the size cap sees it.
+_HEADERS = {
+    "accept": "application/json, application/x-pem-file;q=0.9",
+    "accept-encoding": "identity",
+}
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _Compressed(Exception):
+    pass
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _check_encoding(response: httpx.Response) -> None:
+    if response.headers.get("content-encoding", "identity").lower() != "identity":
+        raise _Compressed
+
+
+def _failure(exc: Exception, limit: int) -> FetchResponse:
+    if isinstance(exc, _TooLarge):
+        return FetchResponse(error=f"response exceeds {limit} bytes")
+    if isinstance(exc, _Compressed):
+        return FetchResponse(error="compressed response refused")
+    if isinstance(exc, _TooSlow | TimeoutError):
+        return FetchResponse(error="response took too long")
+    return _transport_error(exc)
+
+
+# Transport faults and URLs httpx cannot use; both mean "no keys", never a crash.
+_FETCH_ERRORS = (httpx.HTTPError, httpx.InvalidURL, ValueError, _TooLarge, _Compressed, _TooSlow)
 
 
 def _transport_error(exc: Exception) -> FetchResponse:
@@ -66,12 +98,16 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         flow = self.core.verify_flow(token)
         try:
-            name, kid = next(flow)
-            seen = self.core.keys.generation(name)
-            with self._locks[name]:
-                if self.core.keys.generation(name) == seen:
-                    refresh = self.core.keys.refresh_flow(name, kid, self.core.clock())
-                    _drive(refresh, self._fetch)
+            name, kid, ticket = next(flow)
+            lock = self._locks[name]
+            # Bounded wait: a stuck refresh elsewhere must not hang this request.
+            if lock.acquire(timeout=3 * self.core.keys.policy.timeout):
+                try:
+                    if self.core.keys.generation(name) == ticket:
+                        refresh = self.core.keys.refresh_flow(name, kid, self.core.clock())
+                        _drive(refresh, self._fetch)
+                finally:
+                    lock.release()
             flow.send(None)
         except StopIteration as done:
             principal: Principal = done.value
@@ -79,19 +115,21 @@ class TokenVerifier:
         raise RuntimeError("verification flow yielded twice")  # pragma: no cover
 
     def _fetch(self, request: FetchRequest) -> FetchResponse:
-        limit = self.core.keys.policy.max_response_bytes
+        policy = self.core.keys.policy
+        deadline = time.monotonic() + policy.timeout
         try:
             with self._client.stream("GET", request.url, headers=_HEADERS) as response:
+                _check_encoding(response)
                 body = bytearray()
-                for chunk in response.iter_bytes():
+                for chunk in response.iter_raw():
                     body += chunk
-                    if len(body) > limit:
+                    if len(body) > policy.max_response_bytes:
                         raise _TooLarge
+                    if time.monotonic() > deadline:
+                        raise _TooSlow  # a server dripping bytes resets the read timeout
                 return FetchResponse(response.status_code, bytes(body))
-        except _TooLarge:
-            return FetchResponse(error=f"response exceeds {limit} bytes")
-        except httpx.HTTPError as exc:
-            return _transport_error(exc)
+        except _FETCH_ERRORS as exc:
+            return _failure(exc, policy.max_response_bytes)
 
     def close(self) -> None:
         self._client.close()
@@ -117,27 +155,36 @@ class AsyncTokenVerifier:
     async def verify(self, token: str) -> Principal:
         flow = self.core.verify_flow(token)
         try:
-            name, kid = next(flow)
-            await self._refresh_once(name, kid)
+            name, kid, ticket = next(flow)
+            await self._refresh_once(name, kid, ticket)
             flow.send(None)
         except StopIteration as done:
             principal: Principal = done.value
             return principal
         raise RuntimeError("verification flow yielded twice")  # pragma: no cover
 
-    async def _refresh_once(self, name: str, kid: str | None) -> None:
+    async def _refresh_once(self, name: str, kid: str | None, ticket: int) -> None:
+        if self.core.keys.generation(name) != ticket:
+            return  # a refresh finished after we asked: look again
+        wait = 3 * self.core.keys.policy.timeout
         pending = self._inflight.get(name)
         if pending is not None and pending.get_loop() is asyncio.get_running_loop():
-            await asyncio.shield(pending)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pending), wait)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[name] = future
         try:
             refresh = self.core.keys.refresh_flow(name, kid, self.core.clock())
             try:
-                request = next(refresh, None)
-                while request is not None:
-                    request = _send(refresh, await self._fetch(request))
+                async with asyncio.timeout(wait):
+                    request = next(refresh, None)
+                    while request is not None:
+                        request = _send(refresh, await self._fetch(request))
+            except TimeoutError:
+                # Too slow overall: a failed fetch (503 for callers, the retry interval
+                # applies), not an abandoned one.
+                _send(refresh, FetchResponse(error="key refresh took too long"))
             finally:
                 refresh.close()
         finally:
@@ -145,19 +192,19 @@ class AsyncTokenVerifier:
             future.set_result(None)
 
     async def _fetch(self, request: FetchRequest) -> FetchResponse:
-        limit = self.core.keys.policy.max_response_bytes
+        policy = self.core.keys.policy
         try:
-            async with self._client.stream("GET", request.url, headers=_HEADERS) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise _TooLarge
-                return FetchResponse(response.status_code, bytes(body))
-        except _TooLarge:
-            return FetchResponse(error=f"response exceeds {limit} bytes")
-        except httpx.HTTPError as exc:
-            return _transport_error(exc)
+            async with asyncio.timeout(policy.timeout):
+                async with self._client.stream("GET", request.url, headers=_HEADERS) as response:
+                    _check_encoding(response)
+                    body = bytearray()
+                    async for chunk in response.aiter_raw():
+                        body += chunk
+                        if len(body) > policy.max_response_bytes:
+                            raise _TooLarge
+                    return FetchResponse(response.status_code, bytes(body))
+        except (*_FETCH_ERRORS, TimeoutError) as exc:
+            return _failure(exc, policy.max_response_bytes)
 
     async def aclose(self) -> None:
         await self._client.aclose()

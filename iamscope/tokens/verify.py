@@ -31,7 +31,7 @@ from iamscope.errors import (
     TokenTypeInvalid,
 )
 from iamscope.tokens import claims as claim_paths
-from iamscope.tokens.issuer import IssuerConfig
+from iamscope.tokens.issuer import IssuerConfig, media_type
 from iamscope.tokens.jose import DEFAULT_MAX_TOKEN_BYTES, ParsedToken, parse
 from iamscope.tokens.keys import KeyPolicy, KeyStore, VerificationKey
 from iamscope.tokens.principal import Principal
@@ -68,19 +68,22 @@ class Verifier:
     def issuer(self, name: str) -> IssuerConfig:
         return self._by_name[name]
 
-    def verify_flow(self, token: str) -> Generator[tuple[str, str | None], None, Principal]:
-        """Verify ``token``; yields (issuer name, kid) when that issuer's keys need a refresh."""
+    def verify_flow(self, token: str) -> Generator[tuple[str, str | None, int], None, Principal]:
+        """Verify ``token``. When the issuer's keys need a refresh it yields
+        ``(issuer name, kid, ticket)``; the shell refreshes (or joins a refresh) and
+        resumes it."""
         parsed, cfg, alg, kid = self._prepare(token)
         now = self.clock()
         key = self.keys.lookup(cfg, kid, alg, now)
-        refreshed = False
-        if key is None and self.keys.should_refresh(cfg, kid, now):
-            yield cfg.name, kid
-            refreshed = True
-            now = self.clock()
-            key = self.keys.lookup(cfg, kid, alg, now)
+        ticket = None
         if key is None:
-            raise self.keys.missing_error(cfg, kid, now, refreshed=refreshed)
+            ticket = self.keys.refresh_ticket(cfg, kid, now)
+            if ticket is not None:
+                yield cfg.name, kid, ticket
+                now = self.clock()
+                key = self.keys.lookup(cfg, kid, alg, now)
+        if key is None:
+            raise self.keys.missing_error(cfg, kid, now, ticket=ticket)
         return _finish(parsed, cfg, alg, key, now)
 
     def verify_offline(self, token: str) -> Principal:
@@ -89,7 +92,7 @@ class Verifier:
         now = self.clock()
         key = self.keys.lookup(cfg, kid, alg, now)
         if key is None:
-            raise self.keys.missing_error(cfg, kid, now, refreshed=False)
+            raise self.keys.missing_error(cfg, kid, now, ticket=None)
         return _finish(parsed, cfg, alg, key, now)
 
     def _prepare(self, token: str) -> tuple[ParsedToken, IssuerConfig, str, str | None]:
@@ -115,53 +118,56 @@ class Verifier:
 def _check_header(parsed: ParsedToken, cfg: IssuerConfig) -> str:
     alg: str = parsed.header["alg"]
     if alg not in cfg.allowed_algorithms:
-        raise AlgorithmNotAllowed(f"algorithm {alg!r} is not allowed", issuer=cfg.name)
+        # The alg is unsigned attacker text at this point: it stays out of the message.
+        raise AlgorithmNotAllowed("the token's algorithm is not allowed", issuer=cfg.name)
     if cfg.token_types:
         typ = parsed.header.get("typ")
-        if not isinstance(typ, str) or _media_type(typ) not in cfg.token_types:
+        if not isinstance(typ, str) or media_type(typ) not in cfg.token_types:
             raise TokenTypeInvalid("token type is not accepted here", issuer=cfg.name)
     return alg
-
-
-def _media_type(typ: str) -> str:
-    # RFC 7515 §4.1.9: "application/" may be omitted; media types compare case-insensitively.
-    typ = typ.lower()
-    return typ[len("application/") :] if typ.startswith("application/") else typ
 
 
 def _finish(
     parsed: ParsedToken, cfg: IssuerConfig, alg: str, key: VerificationKey, now: float
 ) -> Principal:
-    _check_signature(parsed, alg, key)
+    _check_signature(parsed, alg, key, cfg)
     return _principal(parsed, cfg, now)
 
 
-def _check_signature(parsed: ParsedToken, alg: str, key: VerificationKey) -> None:
+def _check_signature(
+    parsed: ParsedToken, alg: str, key: VerificationKey, cfg: IssuerConfig
+) -> None:
     if alg not in key.algorithms:
         # The JWK's own alg (or its key type) must agree with the token's.
-        raise AlgorithmNotAllowed(f"algorithm {alg!r} does not fit the issuer's key")
+        raise AlgorithmNotAllowed("the token's algorithm does not fit the key", issuer=cfg.name)
     if not verify_signature(alg, key.key, parsed.signing_input, parsed.signature):
-        raise SignatureInvalid("signature does not verify")
+        raise SignatureInvalid("signature does not verify", issuer=cfg.name)
 
 
-def _numeric_date(payload: Mapping[str, Any], name: str) -> float | None:
+def _numeric_date(payload: Mapping[str, Any], name: str, issuer: str) -> float | None:
     value = payload.get(name)
     if value is None:
         return None
     # bool is an int subclass and strings are not NumericDate (RFC 7519 §2).
-    if type(value) not in (int, float) or not math.isfinite(value):
-        raise ClaimInvalid(f"'{name}' must be a number", claim=name)
-    return float(value)
+    if type(value) not in (int, float):
+        raise ClaimInvalid(f"'{name}' must be a number", claim=name, issuer=issuer)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise ClaimInvalid(f"'{name}' must be a finite number", claim=name, issuer=issuer)
+    return number
 
 
 def _check_times(
     payload: Mapping[str, Any], cfg: IssuerConfig, now: float
 ) -> tuple[float, float | None]:
-    exp = _numeric_date(payload, "exp")
+    exp = _numeric_date(payload, "exp", cfg.name)
     if exp is None:
         raise ClaimMissing("token has no 'exp'", claim="exp", issuer=cfg.name)
-    nbf = _numeric_date(payload, "nbf")
-    iat = _numeric_date(payload, "iat")
+    nbf = _numeric_date(payload, "nbf", cfg.name)
+    iat = _numeric_date(payload, "iat", cfg.name)
     leeway = cfg.leeway
     if now >= exp + leeway:
         raise TokenExpired("token has expired", claim="exp", issuer=cfg.name)
@@ -172,7 +178,9 @@ def _check_times(
     if cfg.max_lifetime is not None:
         start = iat if iat is not None else nbf
         if start is None:
-            raise ClaimMissing("a lifetime limit needs 'iat' or 'nbf'", claim="iat")
+            raise ClaimMissing(
+                "a lifetime limit needs 'iat' or 'nbf'", claim="iat", issuer=cfg.name
+            )
         if exp - start > cfg.max_lifetime:
             raise TokenLifetimeExceeded(
                 f"token lifetime exceeds {cfg.max_lifetime:g} s", claim="exp", issuer=cfg.name
@@ -193,7 +201,7 @@ def _principal(parsed: ParsedToken, cfg: IssuerConfig, now: float) -> Principal:
             raise ClaimMissing(f"token has no '{name}'", claim=name, issuer=cfg.name)
     jti = payload.get("jti")
     if jti is not None and not isinstance(jti, str):
-        raise ClaimInvalid("'jti' must be a string", claim="jti")
+        raise ClaimInvalid("'jti' must be a string", claim="jti", issuer=cfg.name)
     preset.check(parsed.header, payload, cfg)
     return _map(payload, cfg, exp, iat, jti)
 
@@ -218,7 +226,7 @@ def _map(
         roles=claim_paths.union(payload, cmap.roles, delimiter=cmap.delimiter),
         scopes=claim_paths.union(payload, cmap.scopes, delimiter=None, split_spaces=True),
         attributes=MappingProxyType(_attributes(payload, cmap.attributes)),
-        claims=MappingProxyType(payload),
+        claims=claim_paths.freeze(payload),
         audience=audience,
         issued_at=iat,
         token_id=jti,

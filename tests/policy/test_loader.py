@@ -132,6 +132,7 @@ def test_ties_consider_which_issuers_can_have_groups() -> None:
             issuer="https://ci.example",
             audience=("a",),
             preset=PRESETS["github-actions"],
+            owners=("acme",),
         ),
     ]
     policy = {
@@ -170,6 +171,7 @@ def test_lint_warnings() -> None:
             issuer="https://ci.example",
             audience=("a",),
             preset=PRESETS["github-actions"],
+            owners=("acme",),
         )
     ]
     policy = policy_from_mapping(

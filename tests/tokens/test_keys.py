@@ -362,9 +362,10 @@ def test_unsafe_kids_are_never_put_in_a_key_url(local_issuer: LocalIssuer, kid: 
     verifier = TokenVerifier([_alb_config(local_issuer)])
     signer = "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/1"
     token = local_issuer.mint(alg="ES256", aud=None, headers={"signer": signer, "kid": kid})
-    with pytest.raises(errors.KeysUnavailable):
+    with pytest.raises(errors.KeyNotFound):  # names no key: 401, and no outage state
         verifier.verify(token)
     assert sum(local_issuer.requests.values()) == 0
+    assert verifier.verify(local_issuer.mint(alg="ES256", aud=None, headers={"signer": signer}))
 
 
 def test_a_new_kid_seen_during_the_cooldown_is_not_blacklisted(
@@ -378,3 +379,197 @@ def test_a_new_kid_seen_during_the_cooldown_is_not_blacklisted(
         verifier.verify(token)  # inside the cooldown: no fetch yet
     clock.advance(31)
     assert verifier.verify(token).subject == "user-1"  # fetched now, not remembered as missing
+
+
+# --- found in review: outages, hangs and crashes that must stay typed -------------------
+
+
+def test_cancelled_refresh_does_not_blacklist_a_new_kid(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    async def main() -> None:
+        verifier = AsyncTokenVerifier([local_issuer.issuer_config()], clock=clock)
+        assert await verifier.verify(local_issuer.mint(exp=clock.now + 9000))
+        new_key = local_issuer.rotate("RS256")
+        clock.advance(31)
+        local_issuer.delay = 0.3
+        token = local_issuer.mint(key=new_key, exp=clock.now + 9000)
+        first = asyncio.create_task(verifier.verify(token))
+        second = asyncio.create_task(verifier.verify(token))
+        await asyncio.sleep(0.1)
+        first.cancel()  # the client went away mid-fetch
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        # The waiter learns the refresh never finished: an outage, not an unknown key.
+        assert isinstance(results[1], errors.KeysUnavailable)
+        local_issuer.delay = 0
+        clock.advance(6)
+        assert (await verifier.verify(token)).subject == "user-1"
+        await verifier.aclose()
+
+    asyncio.run(main())
+
+
+def _drip_server() -> tuple[str, threading.Event]:
+    """An HTTP server that answers 200 and then sends one byte every 0.2 s."""
+    import socket
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+        listener.close()
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{port}/jwks.json", stop
+
+
+def test_a_dripping_key_server_cannot_hang_verification(local_issuer: LocalIssuer) -> None:
+    import time
+
+    url, stop = _drip_server()
+    try:
+        cfg = local_issuer.issuer_config(jwks_uri=url)
+        verifier = TokenVerifier([cfg], key_policy=KeyPolicy(timeout=0.6))
+        started = time.monotonic()
+        with pytest.raises(errors.KeysUnavailable):
+            verifier.verify(local_issuer.mint())
+        assert time.monotonic() - started < 3
+
+        async def main() -> None:
+            averifier = AsyncTokenVerifier([cfg], key_policy=KeyPolicy(timeout=0.6))
+            with pytest.raises(errors.KeysUnavailable):
+                await averifier.verify(local_issuer.mint())
+            await averifier.aclose()
+
+        started = time.monotonic()
+        asyncio.run(main())
+        assert time.monotonic() - started < 3
+    finally:
+        stop.set()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"key_ops": 1}, {"alg": []}, {"kid": 7}, {"use": ["sig"]}, {"kty": None}, {"crv": 5}],
+)
+def test_a_malformed_jwks_entry_is_skipped_not_fatal(
+    local_issuer: LocalIssuer, entry: dict[str, Any]
+) -> None:
+    good = local_issuer.key_for("RS256")
+    original = local_issuer.jwks
+    bad = {**make_key("RS256").public_jwk, **entry}
+    local_issuer.jwks = lambda: {"keys": [bad, *original()["keys"]]}  # type: ignore[method-assign]
+    verifier = TokenVerifier([local_issuer.issuer_config()])
+    assert verifier.verify(local_issuer.mint(key=good))
+
+
+@pytest.mark.parametrize("uri", ["http://[::1/jwks", "http://a\x00b/jwks", "http://", 5])
+def test_unusable_jwks_uri_in_discovery_is_keys_unavailable(
+    local_issuer: LocalIssuer, uri: Any
+) -> None:
+    local_issuer.discovery_overrides = {"jwks_uri": uri}
+    for verifier in (TokenVerifier([local_issuer.issuer_config()]),):
+        with pytest.raises(errors.KeysUnavailable):
+            verifier.verify(local_issuer.mint())
+
+    async def main() -> None:
+        averifier = AsyncTokenVerifier([local_issuer.issuer_config()])
+        with pytest.raises(errors.KeysUnavailable):
+            await averifier.verify(local_issuer.mint())
+        await averifier.aclose()
+
+    asyncio.run(main())
+
+
+def test_discovery_runs_again_after_the_jwks_moved(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    local_issuer.discovery_overrides = {"jwks_uri": local_issuer.base_url + "/old-jwks.json"}
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
+    token = local_issuer.mint(exp=clock.now + 9000)
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(token)
+    local_issuer.discovery_overrides = {}
+    clock.advance(6)
+    assert verifier.verify(token)
+    assert local_issuer.requests[DISCOVERY] == 2
+
+
+def test_compressed_key_responses_are_refused(local_issuer: LocalIssuer) -> None:
+    import gzip
+    import http.server
+    import json as jsonlib
+
+    body = gzip.compress(jsonlib.dumps(local_issuer.jwks()).encode())
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        verifier = TokenVerifier([local_issuer.issuer_config(jwks_uri=url)])
+        with pytest.raises(errors.KeysUnavailable):
+            verifier.verify(local_issuer.mint())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_unknown_pem_kid_is_key_not_found_not_an_outage(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    verifier = TokenVerifier([_alb_config(local_issuer)], clock=clock)
+    signer = "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/1"
+    ghost = local_issuer.mint(
+        alg="ES256",
+        aud=None,
+        headers={"signer": signer, "kid": "0f0e-ghost"},
+        exp=clock.now + 600,
+    )
+    with pytest.raises(errors.KeyNotFound):
+        verifier.verify(ghost)
+    clock.advance(31)
+    with pytest.raises(errors.KeyNotFound):  # remembered: no second fetch for it
+        verifier.verify(ghost)
+    assert local_issuer.requests["/pem/0f0e-ghost"] == 1
+    good = local_issuer.mint(alg="ES256", aud=None, headers={"signer": signer}, exp=clock.now + 600)
+    assert verifier.verify(good).subject == "user-1"
+
+
+def test_verified_claims_cannot_be_changed_by_handlers(local_issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config()])
+    principal = verifier.verify(local_issuer.mint(realm_access={"roles": ["user"]}, groups=["a"]))
+    with pytest.raises(AttributeError):  # a tuple now
+        principal.claims["realm_access"]["roles"].append("admin")  # type: ignore[index]
+    with pytest.raises(TypeError):
+        principal.claims["realm_access"]["x"] = 1  # type: ignore[index]
+    assert principal.claims["groups"] == ("a",)

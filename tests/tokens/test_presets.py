@@ -121,7 +121,7 @@ def test_every_preset_has_provider_tests() -> None:
         ("pomerium", {}, Source("header", "x-pomerium-jwt-assertion")),
         ("okta", {}, Source("bearer", "authorization")),
         ("entra", {}, Source("bearer", "authorization")),
-        ("github-actions", {}, Source("bearer", "authorization")),
+        ("github-actions", {"owners": ("acme",)}, Source("bearer", "authorization")),
         ("generic", {}, Source("bearer", "authorization")),
     ],
 )
@@ -1023,6 +1023,7 @@ def test_gitlab_ci_token_is_a_workload_with_project_attributes(
         issuer=issuer.url,
         audience=("https://vault.acme.example",),
         preset=PRESETS["gitlab-ci"],
+        owners=("acme",),
     )
     claims = {
         "namespace_id": "72",
@@ -1694,8 +1695,8 @@ def test_without_a_delimiter_a_comma_string_is_one_group(local_issuer_factory: F
         pytest.param("generic", {}, {"scope": 7}, "scope", "RS256", id="scope-number"),
         pytest.param(
             "github-actions",
-            {},
-            {"environment": {"name": "prod"}},
+            {"owners": ("acme",)},
+            {"environment": {"name": "prod"}, "repository_owner": "acme"},
             "environment",
             "RS256",
             id="attribute-object",
@@ -1727,3 +1728,55 @@ def test_wrongly_shaped_claims_are_a_mapping_error_not_a_crash(
     assert exc.code == "claim_mapping_invalid"
     assert exc.claim == claim
     assert exc.status == 401
+
+
+def test_github_actions_refuses_workflows_of_other_owners(
+    github: tuple[LocalIssuer, IssuerConfig],
+) -> None:
+    # Any workflow can ask GitHub for a token with our audience; only the owner claim
+    # tells our organisation's workflows from everyone else's.
+    issuer, cfg = github
+    base = {"aud": "https://github.com/acme", "sub": "repo:evil/x:ref:refs/heads/main"}
+    for owner in ("evil-org", None, ["acme"]):
+        exc = refused(issuer.mint({**base, "repository_owner": owner}), cfg, errors.ClaimInvalid)
+        assert exc.claim == "repository_owner"
+    ok = verify(issuer.mint({**base, "repository_owner": "ACME"}), cfg)
+    assert ok.kind == "workload"
+
+
+def test_github_actions_owner_comes_from_the_default_audience_or_config() -> None:
+    derived = IssuerConfig(
+        name="gh",
+        issuer="https://token.actions.githubusercontent.com",
+        audience=("https://github.com/acme",),
+        preset=PRESETS["github-actions"],
+    )
+    assert derived.preset.owners is not None and derived.preset.owners(derived) == ("acme",)
+    with pytest.raises(errors.ConfigError, match="owners"):
+        IssuerConfig(
+            name="gh",
+            issuer="https://token.actions.githubusercontent.com",
+            audience=("sts.amazonaws.com",),
+            preset=PRESETS["github-actions"],
+        )
+
+
+def test_gitlab_ci_refuses_other_namespaces(local_issuer_factory: Factory) -> None:
+    issuer = local_issuer_factory()
+    cfg = IssuerConfig(
+        name="gitlab",
+        issuer=issuer.url,
+        audience=("https://vault.acme.example",),
+        preset=PRESETS["gitlab-ci"],
+        owners=("acme",),
+    )
+    base = {"aud": "https://vault.acme.example", "sub": "project_path:x/y:ref_type:branch:ref:main"}
+    assert verify(issuer.mint({**base, "namespace_path": "acme/platform"}), cfg)
+    assert verify(issuer.mint({**base, "namespace_path": "acme"}), cfg)
+    for path in ("acmecorp/platform", "evil/acme", None):
+        exc = refused(issuer.mint({**base, "namespace_path": path}), cfg, errors.ClaimInvalid)
+        assert exc.claim == "namespace_path"
+    with pytest.raises(errors.ConfigError, match="owners"):
+        IssuerConfig(
+            name="gl", issuer="https://gitlab.com", audience=("a",), preset=PRESETS["gitlab-ci"]
+        )
