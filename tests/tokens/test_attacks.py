@@ -628,3 +628,57 @@ def test_errors_never_contain_the_token_or_claim_values(
             assert part not in text
         for secret in (secret_sub, "aud-secret-91b2", "iss-secret-4c1d", "kid-secret-x"):
             assert secret not in text
+
+
+def test_unsigned_header_text_never_reaches_messages(
+    local_issuer: LocalIssuer, verify: Verify
+) -> None:
+    injected = "X-INJECTED\r\n2026-01-01 CRITICAL admin login ok"
+    with pytest.raises(errors.AlgorithmNotAllowed) as info:
+        verify(local_issuer.mint(headers={"alg": injected}))
+    assert "INJECTED" not in str(info.value)
+    assert info.value.issuer == "local"
+
+
+def test_cognito_token_use_value_is_not_echoed(local_issuer: LocalIssuer) -> None:
+    from iamscope.tokens import PRESETS
+
+    cfg = local_issuer.issuer_config(preset=PRESETS["cognito"])
+    verifier = TokenVerifier([cfg])
+    with pytest.raises(errors.ClaimInvalid) as info:
+        verifier.verify(local_issuer.mint(token_use="secret-value-1234@example.com"))
+    assert "secret-value" not in str(info.value)
+    assert info.value.issuer == "local"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_numeric_dates_beyond_any_float_are_claim_errors(
+    local_issuer: LocalIssuer, verify: Verify, claim: str
+) -> None:
+    payload = json.dumps({**local_issuer.claims(), claim: 0})
+    payload = payload.replace(f'"{claim}": 0', f'"{claim}": 1{"0" * 400}')
+    with pytest.raises(errors.ClaimInvalid) as info:
+        verify(raw(local_issuer, header_for(local_issuer), payload.encode()))
+    assert info.value.claim == claim
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"max_lifetime": float("nan")}, "max_lifetime"),
+        ({"max_lifetime": float("inf")}, "max_lifetime"),
+        ({"leeway": float("nan")}, "leeway"),
+        ({"algorithms": ()}, "algorithms"),
+        ({"jwks_uri": "http://169.254.169.254/keys"}, "https"),
+    ],
+)
+def test_config_values_that_would_fail_open_are_refused(
+    settings: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(errors.ConfigError, match=fragment):
+        IssuerConfig(name="x", issuer="https://x.example", audience=("a",), **settings)
+
+
+def test_token_types_are_normalised_in_config(local_issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config(token_types=("application/AT+JWT",))])
+    assert verifier.verify(local_issuer.mint(headers={"typ": "at+jwt"}))
