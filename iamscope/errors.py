@@ -29,6 +29,7 @@ they name the rule that failed, and at most the *name* of a claim.
     │   │   └── SignerInvalid ............... signer_invalid         (AWS ALB)
     │   └── ClaimMappingError (.claim) ...... claim_mapping_invalid
     │       └── GroupsOverage ............... groups_overage         (Entra ID)
+    ├── PlanUnsupported ..................... plan_unsupported       (renderer cannot express)
     ├── AccessDenied ........................ access_denied          403 insufficient_scope
     └── KeysUnavailable ..................... keys_unavailable       503 (outage, not bad token)
 
@@ -52,6 +53,7 @@ __all__ = [
     "IssuerUntrusted",
     "KeyNotFound",
     "KeysUnavailable",
+    "PlanUnsupported",
     "RequestInvalid",
     "SignatureInvalid",
     "SignerInvalid",
@@ -215,6 +217,16 @@ class GroupsOverage(ClaimMappingError):
     """Entra ID left the groups out of the token (`_claim_names`): never read as 'no groups'."""
 
     code = "groups_overage"
+
+
+class PlanUnsupported(IAMScopeError, ValueError):
+    """A row plan has a shape or operator a renderer cannot express exactly.
+
+    Raised instead of skipping or widening the filter; a server error (500), because it
+    is a policy/renderer mismatch, not the caller's fault.
+    """
+
+    code = "plan_unsupported"
 
 
 class AccessDenied(IAMScopeError):

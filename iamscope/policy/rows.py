@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from iamscope.errors import PlanUnsupported
+
 __all__ = [
     "ALL",
     "COMPARISONS",
@@ -39,8 +41,8 @@ CmpOp = Literal["eq", "ne", "in", "not_in", "lt", "le", "gt", "ge", "is_null"]
 COMPARISONS: tuple[CmpOp, ...] = ("eq", "ne", "in", "not_in", "lt", "le", "gt", "ge", "is_null")
 
 
-class UnsupportedPlan(ValueError):
-    """A renderer met a shape or operator it cannot express. Never skipped or widened."""
+#: A renderer met a shape or operator it cannot express. Never skipped or widened.
+UnsupportedPlan = PlanUnsupported
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class RowPlan:
     condition: Condition | None = None
 
     def __post_init__(self) -> None:
+        if self.kind not in ("all", "none", "filter"):
+            raise ValueError(f"unknown row plan kind {self.kind!r}")
         if (self.kind == "filter") != (self.condition is not None):
             raise ValueError("a filter plan needs a condition; all/none plans take none")
 

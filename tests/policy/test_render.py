@@ -456,6 +456,13 @@ def render_everywhere(plan: RowPlan, columns: tuple[str, ...] = COLUMNS) -> None
             render()
 
 
+def forged_plan(kind: str) -> RowPlan:
+    plan = object.__new__(RowPlan)
+    object.__setattr__(plan, "kind", kind)
+    object.__setattr__(plan, "condition", None)
+    return plan
+
+
 REFUSED: list[Any] = [
     pytest.param(where(eq("region", AttrRef("region"))), id="attr-ref"),
     pytest.param(where(in_("region", "east", AttrRef("region"))), id="attr-ref-in-list"),
@@ -484,8 +491,14 @@ REFUSED: list[Any] = [
     pytest.param(where(And(())), id="empty-and"),
     pytest.param(where(Or(())), id="empty-or"),
     pytest.param(where(Not("region = 'east'")), id="not-a-condition"),
-    pytest.param(RowPlan("everything"), id="unknown-plan-kind"),
+    # RowPlan refuses unknown kinds at construction; renderers still refuse a forged one.
+    pytest.param(forged_plan("everything"), id="unknown-plan-kind"),
 ]
+
+
+def test_row_plans_refuse_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="everything"):
+        RowPlan("everything")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("plan", REFUSED)
