@@ -38,7 +38,7 @@ from iamscope.tokens.principal import Principal
 from iamscope.tokens.providers import check_audience
 from iamscope.tokens.signatures import verify_signature
 
-__all__ = ["Clock", "Verifier"]
+__all__ = ["Clock", "Verifier", "principal_from_claims"]
 
 Clock = Callable[[], float]
 
@@ -248,3 +248,22 @@ def _attributes(
         else:
             out[name] = claim_paths.string_values(value, claim=path, delimiter=None)
     return out
+
+
+def principal_from_claims(claims: Mapping[str, Any], cfg: IssuerConfig) -> Principal:
+    """Map claims through ``cfg``'s layout and provider rules, verifying NOTHING else.
+
+    For explanations and policy tests (``iamscope explain --claims``, ``iamscope test``),
+    where the question is "what would this identity get", not "is this token genuine".
+    Never use it on request input.
+    """
+    payload = dict(claims)
+    cfg.preset.check({}, payload, cfg)
+    exp, iat, jti = payload.get("exp"), payload.get("iat"), payload.get("jti")
+    return _map(
+        payload,
+        cfg,
+        float(exp) if isinstance(exp, int | float) else math.inf,
+        float(iat) if isinstance(iat, int | float) else None,
+        jti if isinstance(jti, str) else None,
+    )
