@@ -188,7 +188,7 @@ def _claim_strings(claims: Mapping[str, Any], path: str) -> tuple[str, ...]:
         return ("true" if value else "false",)
     if isinstance(value, int):
         return (str(value),)
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return tuple(v for v in value if isinstance(v, str))
     return ()
 
