@@ -4,7 +4,10 @@ For 100, 10k and 100k bindings over 1k roles (each role with a row rule over an
 attribute and a trace grant), a principal in 5 groups is resolved:
 
 * **cold**: matching + attribute merge + row plans + trace scope + interning, with
-  the intern tables emptied before every call (what a new identity costs);
+  the intern tables emptied before every call (what a new identity costs when others
+  with the same attribute values came before: bound row plans are memoised by value);
+* **first**: the same with the row-plan memo emptied too (the very first identity
+  with these attribute values);
 * **interned**: the same principal again (what the second request of an identity costs
   when the token cache missed, e.g. a new token of a known identity);
 * **pycasbin**: ``Enforcer.enforce(user, "sales", "read")`` on an equivalent RBAC
@@ -108,6 +111,12 @@ def measure(size: int, rounds: int) -> dict[str, list[float]]:
         compiled._by_content.clear()
         return compiled.resolve(who)
 
+    def first() -> object:
+        compiled._by_match.clear()
+        compiled._by_content.clear()
+        compiled._plans.clear()
+        return compiled.resolve(who)
+
     def interned() -> object:
         return compiled.resolve(who)
 
@@ -119,9 +128,10 @@ def measure(size: int, rounds: int) -> dict[str, list[float]]:
     def pycasbin() -> object:
         return enforcer.enforce("alice", wanted, "read")
 
-    results: dict[str, list[float]] = {"cold": [], "interned": [], "pycasbin": []}
-    for _ in range(rounds):  # interleaved, so drift hits all three alike
+    results: dict[str, list[float]] = {"cold": [], "first": [], "interned": [], "pycasbin": []}
+    for _ in range(rounds):  # interleaved, so drift hits all alike
         results["cold"] += per_call(cold, 1)
+        results["first"] += per_call(first, 1)
         results["interned"] += per_call(interned, 1)
         results["pycasbin"] += per_call(pycasbin, 1)
     return results
@@ -129,13 +139,14 @@ def measure(size: int, rounds: int) -> dict[str, list[float]]:
 
 def render(results: dict[int, dict[str, list[float]]]) -> str:
     rows = [
-        "| bindings | cold µs (min-max) | interned µs | pycasbin enforce µs |",
-        "|---:|---:|---:|---:|",
+        "| bindings | cold µs (min-max) | first µs | interned µs | pycasbin enforce µs |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for size, r in results.items():
         rows.append(
             f"| {size:,} | {statistics.median(r['cold']):.1f} "
             f"({min(r['cold']):.1f}-{max(r['cold']):.1f}) "
+            f"| {statistics.median(r['first']):.1f} "
             f"| {statistics.median(r['interned']):.2f} | {statistics.median(r['pycasbin']):.1f} |"
         )
     small, large = (

@@ -53,13 +53,15 @@ class CompiledPolicy:
                     self._by_claim.setdefault((path, value), []).append((b, check))
             else:
                 self._by_issuer.setdefault(b.issuer, []).append(b)
-        # Plans of rules without $attributes do not depend on the principal: build once.
-        self._static: dict[int, RowPlan] = {
-            id(grant): _plan([grant], {}, policy.attributes, set())
+        # A grant's plan depends only on the values of the attributes it references:
+        # memoise it by those values (few distinct ones: regions, accounts), so a new
+        # identity usually costs a dict lookup per dataset, not a tree rebuild.
+        self._refs: dict[int, tuple[str, ...]] = {
+            id(grant): tuple(sorted({n for rule in grant.rules for n in _refs(rule)}))
             for role in policy.roles.values()
             for grant in role.rows.values()
-            if not any(_has_refs(rule) for rule in grant.rules)
         }
+        self._plans: dict[tuple[Any, ...], tuple[RowPlan, frozenset[str]]] = {}
         self._claim_paths = tuple(sorted({path for path, _ in self._by_claim}))
         self._claim_attributes = tuple(
             (spec, spec.claim) for spec in policy.attributes.values() if spec.claim is not None
@@ -128,7 +130,8 @@ class CompiledPolicy:
     ) -> Access:
         names: dict[str, None] = {}
         for b in matched:
-            names.update(dict.fromkeys(b.roles))
+            for r in b.roles:
+                names[r] = None
         roles = [self.policy.roles[r] for r in names]
         if any(b.attributes for b in matched) or any(values for _, values in claimed):
             attributes, conflicts = _attributes(self.policy.attributes, matched, dict(claimed))
@@ -141,19 +144,42 @@ class CompiledPolicy:
                 by_dataset.setdefault(dataset, []).append(grant)
         rows: dict[str, RowPlan] = {}
         for dataset, grants in by_dataset.items():
-            static = self._static.get(id(grants[0])) if len(grants) == 1 else None
-            rows[dataset] = static or _plan(grants, attributes, self.policy.attributes, missing)
-        traces = dict.fromkeys(t for role in roles for t in role.traces)
+            if len(grants) == 1:
+                rows[dataset] = self._single_plan(grants[0], attributes, missing)
+            else:
+                rows[dataset] = _plan(grants, attributes, self.policy.attributes, missing)
+        # By identity: hashing a grant's fields costs more than the duplicates ever would.
+        traces = {id(t): t for role in roles for t in role.traces}
         return Access(
             roles=frozenset(names),
             permissions=frozenset().union(*(role.permissions for role in roles)),
             rows=MappingProxyType(rows),
-            traces=TraceScope(tuple(traces)),
+            traces=TraceScope(tuple(traces.values())),
             owner=_owner(matched),
             policy_version=self.version,
             attributes=MappingProxyType(attributes),
             missing=frozenset(missing),
         )
+
+    def _single_plan(
+        self, grant: RoleRows, attributes: Mapping[str, AttributeValue], missing: set[str]
+    ) -> RowPlan:
+        refs = self._refs[id(grant)]
+        if len(refs) == 1:
+            attr = attributes.get(refs[0])
+            key: tuple[Any, ...] = (id(grant), attr.values if attr is not None else None)
+        else:
+            key = (id(grant), *[a.values if (a := attributes.get(n)) else None for n in refs])
+        memo = self._plans.get(key)
+        if memo is None:
+            lacking: set[str] = set()
+            memo = (_plan([grant], attributes, self.policy.attributes, lacking), frozenset(lacking))
+            with self._lock:
+                if len(self._plans) >= self._intern_limit:
+                    self._plans.clear()
+                self._plans[key] = memo
+        missing.update(memo[1])
+        return memo[0]
 
     # --- explanation -----------------------------------------------------------------
 
@@ -302,12 +328,13 @@ def _bind(
     return And(bound) if isinstance(c, And) else Or(bound)
 
 
-def _has_refs(c: Condition) -> bool:
+def _refs(c: Condition) -> set[str]:
+    """Names of the attributes a template references."""
     if isinstance(c, Cmp):
-        return isinstance(c.value, AttrRef)
+        return {c.value.name} if isinstance(c.value, AttrRef) else set()
     if isinstance(c, Not):
-        return _has_refs(c.item)
-    return any(_has_refs(i) for i in c.items)
+        return _refs(c.item)
+    return set().union(*(_refs(i) for i in c.items))
 
 
 def _bind_cmp(c: Cmp, values: tuple[Scalar, ...], multi: bool) -> Cmp:
