@@ -13,6 +13,14 @@ from iamscope.errors import (
     RequestInvalid,
     TokenError,
 )
+from iamscope.policy import (
+    Access,
+    CompiledPolicy,
+    PolicyStore,
+    RowPlan,
+    TraceScope,
+    load_policy,
+)
 from iamscope.tokens import (
     PRESETS,
     AsyncTokenVerifier,
@@ -32,20 +40,25 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
+    "Access",
     "AccessDenied",
     "AsyncTokenVerifier",
     "ClaimMap",
+    "CompiledPolicy",
     "Config",
     "ConfigError",
     "IAMScopeError",
     "IssuerConfig",
     "KeyPolicy",
     "KeysUnavailable",
+    "PolicyStore",
     "Principal",
     "RequestInvalid",
+    "RowPlan",
     "Source",
     "TokenError",
     "TokenVerifier",
+    "TraceScope",
     "Verifier",
     "__version__",
     "errors",
@@ -53,4 +66,5 @@ __all__ = [
     "extract_from_headers",
     "issuers_from_config",
     "load_config",
+    "load_policy",
 ]

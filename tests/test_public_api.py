@@ -6,11 +6,18 @@ import importlib
 
 import iamscope
 import iamscope.errors
+import iamscope.policy
 import iamscope.testing
 import iamscope.tokens
 
 EXPECTED = {
     "PRESETS",
+    "Access",
+    "CompiledPolicy",
+    "PolicyStore",
+    "RowPlan",
+    "TraceScope",
+    "load_policy",
     "AccessDenied",
     "AsyncTokenVerifier",
     "ClaimMap",
@@ -41,7 +48,7 @@ def test_top_level_all_is_exactly_the_public_api() -> None:
 
 
 def test_every_listed_name_exists() -> None:
-    for module in (iamscope, iamscope.tokens, iamscope.errors, iamscope.testing):
+    for module in (iamscope, iamscope.tokens, iamscope.errors, iamscope.testing, iamscope.policy):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 

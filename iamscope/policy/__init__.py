@@ -1,8 +1,16 @@
-"""What may they see: roles, attributes, row plans and trace scopes."""
+"""What may they see: roles, attributes, row plans and trace scopes.
+
+``to_sqlalchemy`` lives in :mod:`iamscope.policy.render_sqlalchemy` (the optional
+``iamscope[sqlalchemy]`` extra), and PostgreSQL row-level security in
+:mod:`iamscope.policy.rls`.
+"""
 
 from iamscope.policy.access import Access, AttributeValue, describe_plan
 from iamscope.policy.loader import load_policy, policy_from_mapping
 from iamscope.policy.model import AttributeSpec, Binding, Policy, Role, RoleRows
+from iamscope.policy.reload import PolicyStore, ReloadResult
+from iamscope.policy.render_python import to_predicate
+from iamscope.policy.render_sql import to_sql
 from iamscope.policy.resolve import CompiledPolicy
 from iamscope.policy.rows import ALL, NONE, And, AttrRef, Cmp, Condition, Not, Or, RowPlan
 from iamscope.policy.traces import TraceGrant, TraceScope
@@ -22,6 +30,8 @@ __all__ = [
     "Not",
     "Or",
     "Policy",
+    "PolicyStore",
+    "ReloadResult",
     "Role",
     "RoleRows",
     "RowPlan",
@@ -30,4 +40,6 @@ __all__ = [
     "describe_plan",
     "load_policy",
     "policy_from_mapping",
+    "to_predicate",
+    "to_sql",
 ]
