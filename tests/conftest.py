@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests._postgres import postgres_dsn  # noqa: F401 - session fixture, registered by import
+
 
 class FakeClock:
     """A settable clock for injection (``Verifier(clock=...)``), never monkeypatching time."""

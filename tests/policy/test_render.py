@@ -4,7 +4,8 @@ The same rows are loaded into SQLite twice (stdlib ``sqlite3`` for ``to_sql``, a
 SQLAlchemy engine for ``to_sqlalchemy``) and kept in memory for ``to_predicate``. For
 each plan, every renderer must return the same row ids; a few plans also have their
 ids computed by hand so the suite fails when all renderers are wrong the same way.
-PostgreSQL joins in when ``IAMSCOPE_TEST_POSTGRES_DSN`` is set and psycopg is installed.
+PostgreSQL joins in through the ``postgres_dsn`` fixture (tests/_postgres.py), which starts
+a throwaway server unless ``IAMSCOPE_TEST_POSTGRES_DSN`` names one.
 """
 
 from __future__ import annotations
@@ -682,7 +683,7 @@ def test_hypothesis_random_trees_agree(backends: Backends) -> None:
     check()
 
 
-# --- PostgreSQL, when one is at hand ----------------------------------------------------
+# --- PostgreSQL, the same rows -------------------------------------------------------
 
 
 @dataclass
@@ -692,11 +693,10 @@ class Postgres:
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    dsn = os.environ.get("IAMSCOPE_TEST_POSTGRES_DSN")
-    if not dsn:
-        pytest.skip("set IAMSCOPE_TEST_POSTGRES_DSN to run the PostgreSQL conformance tests")
-    psycopg = pytest.importorskip("psycopg")
+def postgres(postgres_dsn: str) -> Iterator[Postgres]:
+    import psycopg  # a dev dependency: missing means a broken install, not a skip
+
+    dsn = postgres_dsn
     schema = f"iamscope_render_{os.getpid()}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
