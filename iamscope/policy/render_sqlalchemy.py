@@ -24,6 +24,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     false,
+    inspect,
     not_,
     or_,
     true,
@@ -119,14 +120,28 @@ def _condition(columns: Columns, node: Condition) -> ColumnElement[bool]:
     raise UnsupportedPlan(f"not a row condition: {type(node).__name__}")
 
 
-def to_sqlalchemy(plan: RowPlan, columns: Columns) -> ColumnElement[bool]:
+def _orm_columns(entity: type) -> Mapping[str, ColumnElement[Any]] | None:
+    """An ORM mapped class as a mapping of its column attributes (attribute names)."""
+    mapper: Any = inspect(entity, raiseerr=False)
+    if mapper is None or not hasattr(mapper, "column_attrs"):
+        return None
+    return {key: getattr(entity, key) for key in mapper.column_attrs.keys()}  # noqa: SIM118
+
+
+def to_sqlalchemy(plan: RowPlan, columns: Columns | type) -> ColumnElement[bool]:
     """Render ``plan`` as a boolean SQLAlchemy expression.
 
     ``columns`` is the allow-list: a Table or other FromClause (any of its columns, by
-    key) or a mapping from plan column name to a column expression. ALL is ``true()``
-    and NONE ``false()``. Raises :class:`UnsupportedPlan` for the same plans as
+    key), an ORM mapped class (its column attributes, by attribute name), or a mapping
+    from plan column name to a column expression. ALL is ``true()`` and NONE
+    ``false()``. Raises :class:`UnsupportedPlan` for the same plans as
     :func:`~iamscope.policy.render_sql.to_sql`.
     """
+    if isinstance(columns, type):
+        mapped = _orm_columns(columns)
+        if mapped is None:
+            raise TypeError(f"{columns.__name__} is not an ORM mapped class")
+        columns = mapped
     if plan.kind == "all":
         return true()
     if plan.kind == "none":
