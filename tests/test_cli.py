@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from iamscope.cli import main
+from iamscope.testing import LocalIssuer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "policy"
 CONFIG = EXAMPLES / "iamscope.yaml"
@@ -107,3 +108,26 @@ def test_unusable_test_file_exits_2(tmp_path: Path) -> None:
     shutil.copy(CONFIG, tmp_path / "iamscope.yaml")
     tests.write_text("config: iamscope.yaml\ntests:\n  - {name: x, expcet: {}}\n")
     assert run("test", str(tests))[0] == 2
+
+
+def test_explain_token_verifies_it_against_the_configured_issuer(
+    tmp_path: Path, local_issuer: LocalIssuer
+) -> None:
+    config = tmp_path / "iamscope.yaml"
+    config.write_text(
+        "issuers:\n"
+        f"  - {{name: corp, issuer: '{local_issuer.url}', audience: api://local, preset: okta}}\n"
+        "policy:\n"
+        "  version: '1'\n"
+        "  roles: {viewer: {permissions: ['x:read']}}\n"
+        "  bindings: [{groups: [staff], roles: [viewer]}]\n"
+    )
+    code, text = run(
+        "explain", "--config", str(config), "--token", local_issuer.mint(groups=["staff"])
+    )
+    assert code == 0
+    report = json.loads(text)
+    assert report["roles"] == ["viewer"] and report["principal"]["issuer"] == "corp"
+    forged = local_issuer.mint(groups=["staff"])[:-4] + "AAAA"
+    code, text = run("explain", "--config", str(config), "--token", forged)
+    assert code == 1 and json.loads(text)["code"] == "signature_invalid"
