@@ -1,8 +1,7 @@
 """What may they see: roles, attributes, row plans and trace scopes.
 
 ``to_sqlalchemy`` lives in :mod:`iamscope.policy.render_sqlalchemy` (the optional
-``iamscope[sqlalchemy]`` extra), and PostgreSQL row-level security in
-:mod:`iamscope.policy.rls`.
+``iamscope[sqlalchemy]`` extra).
 """
 
 from iamscope.policy.access import Access, AttributeValue, describe_plan
@@ -12,6 +11,7 @@ from iamscope.policy.reload import PolicyStore, ReloadResult
 from iamscope.policy.render_python import to_predicate
 from iamscope.policy.render_sql import to_sql
 from iamscope.policy.resolve import CompiledPolicy
+from iamscope.policy.rls import apply_rls, create_policy_sql, rls_settings
 from iamscope.policy.rows import ALL, NONE, And, AttrRef, Cmp, Condition, Not, Or, RowPlan
 from iamscope.policy.traces import TraceGrant, TraceScope
 
@@ -37,9 +37,12 @@ __all__ = [
     "RowPlan",
     "TraceGrant",
     "TraceScope",
+    "apply_rls",
+    "create_policy_sql",
     "describe_plan",
     "load_policy",
     "policy_from_mapping",
+    "rls_settings",
     "to_predicate",
     "to_sql",
 ]
