@@ -7,14 +7,14 @@ match claim names that themselves contain dots or slashes (``kubernetes.io.names
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from iamscope.errors import ClaimMappingError
 
-__all__ = ["ClaimMap", "freeze", "lookup", "string_values"]
+__all__ = ["ClaimMap", "FrozenClaims", "freeze", "lookup", "string_values"]
 
 _MISSING = object()
 
@@ -132,13 +132,39 @@ def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
     return "", _MISSING
 
 
-def freeze(payload: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A read-only deep copy: objects become mappingproxies, arrays tuples.
+class FrozenClaims(Mapping[str, Any]):
+    """A verified payload, read-only all the way down.
 
     A ``Principal`` is shared (cached, interned): a handler appending to
-    ``claims["groups"]`` must not change what the next request sees.
+    ``claims["groups"]`` must not change what the next request sees. Values are frozen
+    when read (objects become mappingproxies, arrays tuples) rather than copied up
+    front, which would cost every verification a deep copy most never need.
     """
-    return MappingProxyType({k: _freeze(v) for k, v in payload.items()})
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return _freeze(self._data[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        # Claim values identify people: keep them out of reprs that end up in logs.
+        return f"FrozenClaims({len(self._data)} claims)"
+
+
+def freeze(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    return FrozenClaims(payload)
 
 
 def _freeze(value: Any) -> Any:

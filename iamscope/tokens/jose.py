@@ -13,8 +13,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from iamscope.errors import HeaderInvalid, TokenMalformed, TokenTooLarge, TokenUnsupported
 
@@ -35,9 +34,9 @@ _FORBIDDEN_HEADER = ("jwk", "jku", "x5u", "x5c", "b64", "zip")
 _LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedToken:
-    """A token split and decoded, not yet trusted."""
+class ParsedToken(NamedTuple):
+    """A token split and decoded, not yet trusted. (A NamedTuple: built once per token,
+    on the hot path, where a frozen dataclass's __init__ costs a microsecond more.)"""
 
     header: dict[str, Any]
     payload: dict[str, Any]
