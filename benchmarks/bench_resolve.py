@@ -5,9 +5,10 @@ attribute and a trace grant), a principal in 5 groups is resolved:
 
 * **cold**: matching + attribute merge + row plans + trace scope + interning, with
   the intern tables emptied before every call (what a new identity costs when others
-  with the same attribute values came before: bound row plans are memoised by value);
-* **first**: the same with the row-plan memo emptied too (the very first identity
-  with these attribute values);
+  with the same roles and attribute values came before: what a role set grants, and
+  row plans bound to attribute values, are memoised);
+* **first**: the same with the role-set and row-plan memos emptied too (the very
+  first identity with these roles and attribute values);
 * **interned**: the same principal again (what the second request of an identity costs
   when the token cache missed, e.g. a new token of a known identity);
 * **pycasbin**: ``Enforcer.enforce(user, "sales", "read")`` on an equivalent RBAC
@@ -115,6 +116,7 @@ def measure(size: int, rounds: int) -> dict[str, list[float]]:
         compiled._by_match.clear()
         compiled._by_content.clear()
         compiled._plans.clear()
+        compiled._role_sets.clear()
         return compiled.resolve(who)
 
     def interned() -> object:

@@ -14,9 +14,9 @@ nothing and the decision records ``attribute_missing``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from iamscope.policy.access import Access, AttributeValue
 from iamscope.policy.model import AttributeSpec, Binding, Policy, RoleRows
@@ -28,6 +28,13 @@ from iamscope.tokens.principal import Principal
 __all__ = ["CompiledPolicy"]
 
 CLAIM_PRIORITY = -(2**31)  # values read from the token lose to any binding's value
+
+
+class _RoleSet(NamedTuple):
+    names: frozenset[str]
+    permissions: frozenset[str]
+    traces: TraceScope
+    datasets: tuple[tuple[str, tuple[RoleRows, ...]], ...]
 
 
 class CompiledPolicy:
@@ -62,6 +69,7 @@ class CompiledPolicy:
             for grant in role.rows.values()
         }
         self._plans: dict[tuple[Any, ...], tuple[RowPlan, frozenset[str]]] = {}
+        self._role_sets: dict[tuple[str, ...], _RoleSet] = {}
         self._claim_paths = tuple(sorted({path for path, _ in self._by_claim}))
         self._claim_attributes = tuple(
             (spec, spec.claim) for spec in policy.attributes.values() if spec.claim is not None
@@ -132,34 +140,53 @@ class CompiledPolicy:
         for b in matched:
             for r in b.roles:
                 names[r] = None
-        roles = [self.policy.roles[r] for r in names]
+        role_set = self._role_set(tuple(names))
         if any(b.attributes for b in matched) or any(values for _, values in claimed):
             attributes, conflicts = _attributes(self.policy.attributes, matched, dict(claimed))
         else:
             attributes, conflicts = {}, []
         missing: set[str] = set(conflicts)
-        by_dataset: dict[str, list[RoleRows]] = {}
-        for role in roles:
-            for dataset, grant in role.rows.items():
-                by_dataset.setdefault(dataset, []).append(grant)
         rows: dict[str, RowPlan] = {}
-        for dataset, grants in by_dataset.items():
+        for dataset, grants in role_set.datasets:
             if len(grants) == 1:
                 rows[dataset] = self._single_plan(grants[0], attributes, missing)
             else:
                 rows[dataset] = _plan(grants, attributes, self.policy.attributes, missing)
-        # By identity: hashing a grant's fields costs more than the duplicates ever would.
-        traces = {id(t): t for role in roles for t in role.traces}
         return Access(
-            roles=frozenset(names),
-            permissions=frozenset().union(*(role.permissions for role in roles)),
+            roles=role_set.names,
+            permissions=role_set.permissions,
             rows=MappingProxyType(rows),
-            traces=TraceScope(tuple(traces.values())),
+            traces=role_set.traces,
             owner=_owner(matched),
             policy_version=self.version,
             attributes=MappingProxyType(attributes),
             missing=frozenset(missing),
         )
+
+    def _role_set(self, names: tuple[str, ...]) -> _RoleSet:
+        """What a set of roles grants regardless of attributes; memoised, since far fewer
+        role sets than binding sets occur."""
+        found = self._role_sets.get(names)
+        if found is not None:
+            return found
+        roles = [self.policy.roles[r] for r in names]
+        by_dataset: dict[str, list[RoleRows]] = {}
+        for role in roles:
+            for dataset, grant in role.rows.items():
+                by_dataset.setdefault(dataset, []).append(grant)
+        # By identity: hashing a grant's fields costs more than the duplicates ever would.
+        traces = {id(t): t for role in roles for t in role.traces}
+        found = _RoleSet(
+            frozenset(names),
+            frozenset().union(*(role.permissions for role in roles)),
+            TraceScope(tuple(traces.values())),
+            tuple((d, tuple(g)) for d, g in by_dataset.items()),
+        )
+        with self._lock:
+            if len(self._role_sets) >= self._intern_limit:
+                self._role_sets.clear()
+            self._role_sets[names] = found
+        return found
 
     def _single_plan(
         self, grant: RoleRows, attributes: Mapping[str, AttributeValue], missing: set[str]
@@ -246,24 +273,34 @@ def _attributes(
     matched: list[Binding],
     claimed: Mapping[str, tuple[str, ...]],
 ) -> tuple[dict[str, AttributeValue], list[str]]:
-    candidates: dict[str, list[tuple[int, tuple[Scalar, ...], str]]] = {}
+    merged: dict[str, dict[Scalar, str]] = {}  # multi-valued: value → first source
+    single: dict[str, list[tuple[int, tuple[Scalar, ...], str]]] = {}
     for name, from_token in claimed.items():
         if from_token:
-            path = specs[name].claim
-            candidates.setdefault(name, []).append((CLAIM_PRIORITY, from_token, f"claim:{path}"))
+            _collect(
+                specs[name],
+                from_token,
+                f"claim:{specs[name].claim}",
+                CLAIM_PRIORITY,
+                merged,
+                single,
+            )
     for b in matched:
-        for name, given in b.attributes.items():
-            candidates.setdefault(name, []).append((b.priority, given, f"binding:{b.label}"))
-    out: dict[str, AttributeValue] = {}
+        if b.attributes:
+            source = f"binding:{b.label}"
+            for name, given in b.attributes.items():
+                if specs[name].multi:  # inlined: the common case, once per binding
+                    into = merged.setdefault(name, {})
+                    for v in given:
+                        into.setdefault(v, source)
+                else:
+                    single.setdefault(name, []).append((b.priority, given, source))
+    out = {
+        name: AttributeValue(tuple(values), tuple(values.values()))
+        for name, values in merged.items()
+    }
     conflicts = []
-    for name, found in candidates.items():
-        if specs[name].multi:
-            merged: dict[Scalar, str] = {}
-            for _, vals, source in found:
-                for v in vals:
-                    merged.setdefault(v, source)
-            out[name] = AttributeValue(tuple(merged), tuple(merged.values()))
-            continue
+    for name, found in single.items():
         top = max(p for p, _, _ in found)
         best = {vals: source for p, vals, source in found if p == top}
         if len(best) > 1:
@@ -272,6 +309,22 @@ def _attributes(
         ((winner, source),) = best.items()
         out[name] = AttributeValue(winner[:1], (source,))
     return out, conflicts
+
+
+def _collect(
+    spec: AttributeSpec,
+    values: tuple[Scalar, ...],
+    source: str,
+    priority: int,
+    merged: dict[str, dict[Scalar, str]],
+    single: dict[str, list[tuple[int, tuple[Scalar, ...], str]]],
+) -> None:
+    if spec.multi:
+        into = merged.setdefault(spec.name, {})
+        for v in values:
+            into.setdefault(v, source)
+    else:
+        single.setdefault(spec.name, []).append((priority, values, source))
 
 
 def _owner(matched: list[Binding]) -> str | None:
@@ -283,7 +336,7 @@ def _owner(matched: list[Binding]) -> str | None:
 
 
 def _plan(
-    grants: list[RoleRows],
+    grants: Sequence[RoleRows],
     attributes: Mapping[str, AttributeValue],
     specs: Mapping[str, AttributeSpec],
     missing: set[str],
