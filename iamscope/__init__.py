@@ -4,7 +4,10 @@ The public API is exactly ``__all__`` (guarded by ``tests/test_public_api.py``).
 """
 
 from iamscope import errors
+from iamscope.asgi import IAMScopeMiddleware
 from iamscope.config import Config, load_config
+from iamscope.decorators import Requirement, require
+from iamscope.enforce import Decision, IAMScope, current
 from iamscope.errors import (
     AccessDenied,
     ConfigError,
@@ -35,6 +38,7 @@ from iamscope.tokens import (
     extract_from_headers,
     issuers_from_config,
 )
+from iamscope.wsgi import IAMScopeWSGIMiddleware
 
 __version__ = "0.1.0"
 
@@ -47,13 +51,18 @@ __all__ = [
     "CompiledPolicy",
     "Config",
     "ConfigError",
+    "Decision",
+    "IAMScope",
     "IAMScopeError",
+    "IAMScopeMiddleware",
+    "IAMScopeWSGIMiddleware",
     "IssuerConfig",
     "KeyPolicy",
     "KeysUnavailable",
     "PolicyStore",
     "Principal",
     "RequestInvalid",
+    "Requirement",
     "RowPlan",
     "Source",
     "TokenError",
@@ -61,10 +70,12 @@ __all__ = [
     "TraceScope",
     "Verifier",
     "__version__",
+    "current",
     "errors",
     "extract_from_environ",
     "extract_from_headers",
     "issuers_from_config",
     "load_config",
     "load_policy",
+    "require",
 ]

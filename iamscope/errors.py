@@ -17,6 +17,7 @@ they name the rule that failed, and at most the *name* of a claim.
     │   │   ├── AlgorithmNotAllowed ......... algorithm_not_allowed
     │   │   └── TokenTypeInvalid ............ token_type_invalid
     │   ├── IssuerUntrusted ................. issuer_untrusted
+    │   ├── TokenRevoked .................... token_revoked
     │   ├── KeyNotFound ..................... key_not_found
     │   ├── SignatureInvalid ................ signature_invalid
     │   ├── ClaimInvalid (.claim) ........... claim_invalid
@@ -30,7 +31,12 @@ they name the rule that failed, and at most the *name* of a claim.
     │   └── ClaimMappingError (.claim) ...... claim_mapping_invalid
     │       └── GroupsOverage ............... groups_overage         (Entra ID)
     ├── PlanUnsupported ..................... plan_unsupported       (renderer cannot express)
-    ├── AccessDenied ........................ access_denied          403 insufficient_scope
+    ├── AccessDenied (.requirement) ......... access_denied          403 insufficient_scope
+    │   ├── RoleRequired .................... role_required
+    │   ├── PermissionRequired .............. permission_required
+    │   ├── TraceScopeRequired .............. trace_scope_required
+    │   ├── AttributeMissing ................ attribute_missing
+    │   └── RequirementFailed ............... requirement_failed     (a custom predicate)
     └── KeysUnavailable ..................... keys_unavailable       503 (outage, not bad token)
 
 ``KeysUnavailable`` deliberately does not inherit from ``TokenError``: code that catches
@@ -42,6 +48,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDenied",
     "AlgorithmNotAllowed",
+    "AttributeMissing",
     "AudienceInvalid",
     "ClaimInvalid",
     "ClaimMappingError",
@@ -53,8 +60,11 @@ __all__ = [
     "IssuerUntrusted",
     "KeyNotFound",
     "KeysUnavailable",
+    "PermissionRequired",
     "PlanUnsupported",
     "RequestInvalid",
+    "RequirementFailed",
+    "RoleRequired",
     "SignatureInvalid",
     "SignerInvalid",
     "TokenError",
@@ -64,9 +74,11 @@ __all__ = [
     "TokenMalformed",
     "TokenMissing",
     "TokenNotYetValid",
+    "TokenRevoked",
     "TokenTooLarge",
     "TokenTypeInvalid",
     "TokenUnsupported",
+    "TraceScopeRequired",
 ]
 
 
@@ -158,6 +170,12 @@ class IssuerUntrusted(TokenError):
     code = "issuer_untrusted"
 
 
+class TokenRevoked(TokenError):
+    """The token, its subject or its issuer was revoked."""
+
+    code = "token_revoked"
+
+
 class KeyNotFound(TokenError):
     code = "key_not_found"
 
@@ -235,6 +253,33 @@ class AccessDenied(IAMScopeError):
     code = "access_denied"
     status = 403
     error = "insufficient_scope"
+
+    def __init__(
+        self, message: str, *, requirement: str | None = None, issuer: str | None = None
+    ) -> None:
+        super().__init__(message, issuer=issuer)
+        #: The requirement that failed, e.g. ``permission:sales:read`` (never a claim value).
+        self.requirement = requirement
+
+
+class RoleRequired(AccessDenied):
+    code = "role_required"
+
+
+class PermissionRequired(AccessDenied):
+    code = "permission_required"
+
+
+class TraceScopeRequired(AccessDenied):
+    code = "trace_scope_required"
+
+
+class AttributeMissing(AccessDenied):
+    code = "attribute_missing"
+
+
+class RequirementFailed(AccessDenied):
+    code = "requirement_failed"
 
 
 class KeysUnavailable(IAMScopeError):

@@ -39,6 +39,13 @@ EXPECTED = {
     "extract_from_headers",
     "issuers_from_config",
     "load_config",
+    "Decision",
+    "IAMScope",
+    "IAMScopeMiddleware",
+    "IAMScopeWSGIMiddleware",
+    "Requirement",
+    "current",
+    "require",
 }
 
 

@@ -1,0 +1,88 @@
+"""Plain-ASGI middleware for Starlette, FastAPI and any ASGI app (no BaseHTTPMiddleware).
+
+HTTP and WebSocket scopes are checked; everything else (lifespan) passes through. The
+``Access`` reaches the app in ``scope["iamscope.access"]``, ``request.state.access``
+and :func:`iamscope.current`, and the ContextVar is reset after the request, on errors
+and after streaming responses alike. An :class:`~iamscope.errors.AccessDenied` raised
+by a handler (``require(...)``, a FastAPI dependency) becomes a 403 problem answer if
+the response has not started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from iamscope.enforce import IAMScope, _current, denial
+from iamscope.errors import AccessDenied, IAMScopeError
+
+__all__ = ["IAMScopeMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+WS_POLICY_VIOLATION = 1008
+
+
+class IAMScopeMiddleware:
+    def __init__(self, app: ASGIApp, iamscope: IAMScope) -> None:
+        self.app = app
+        self.iamscope = iamscope
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if self.iamscope.is_public(path):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "WEBSOCKET")
+        decision = await self.iamscope.decide_async(scope["headers"], method, path)
+        if not decision.allowed:
+            error = decision.error or IAMScopeError("denied")
+            await _refuse(kind, send, error, decision.decision_id, self.iamscope.realm)
+            return
+        scope["iamscope.decision"] = decision
+        scope["iamscope.access"] = decision.access
+        scope.setdefault("state", {})["access"] = decision.access
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                started = True
+            await send(message)
+
+        token = _current.set(decision.access)
+        try:
+            await self.app(scope, receive, tracking_send)
+        except AccessDenied as exc:
+            if started:
+                raise
+            await _refuse(kind, send, exc, decision.decision_id, self.iamscope.realm)
+        finally:
+            _current.reset(token)
+
+
+async def _refuse(
+    kind: str, send: Send, error: IAMScopeError, decision_id: str, realm: str
+) -> None:
+    if kind == "websocket":
+        # Closing before accept makes the server answer the handshake with 403.
+        await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
+        return
+    requirement = error.requirement if isinstance(error, AccessDenied) else None
+    status, headers, body = denial(error, decision_id, realm=realm, scope=requirement)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,189 @@
+"""The fast path: a digest of the raw credential → (Principal, Access), bounded.
+
+A lookup is one dict access plus three comparisons. An entry never outlives its
+token's ``exp`` (nor the configured TTL cap), dies with a policy reload (the policy
+generation is stored in the entry and compared on lookup: no scan), and with
+revocation (the revocation store's version is compared on lookup; only when it moved
+is the entry re-checked). Rejections are cached briefly too, so a flood of one bad
+token costs one verification, not thousands.
+
+Keys are SHA-256 digests of the credential's header bytes, not the credentials: a
+heap dump of the cache holds no usable token. (Measured here: hashlib.sha256 on a
+~900-byte header beats blake2b; see benchmarks.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from iamscope.errors import IAMScopeError
+from iamscope.policy.access import Access
+from iamscope.tokens.principal import Principal
+
+__all__ = [
+    "CacheSettings",
+    "InMemoryRevocations",
+    "RevocationStore",
+    "TokenCache",
+    "digest",
+]
+
+
+def digest(credential: bytes) -> bytes:
+    return hashlib.sha256(credential).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    max_entries: int = 100_000
+    max_ttl: float = 300.0  # an entry lives at most this long, whatever its token's exp
+    negative_ttl: float = 5.0  # how long a rejection is remembered
+    max_negative: int = 10_000
+
+
+class RevocationStore(Protocol):
+    """Revoked token ids, subjects and issuers. ``version`` grows with every change."""
+
+    @property
+    def version(self) -> int: ...
+
+    def is_revoked(self, principal: Principal) -> bool: ...
+
+
+class InMemoryRevocations:
+    """A process-local revocation store (a shared store plugs in through the Protocol)."""
+
+    def __init__(self) -> None:
+        self._jtis: set[tuple[str, str]] = set()
+        self._subjects: set[tuple[str, str]] = set()
+        self._issuers: set[str] = set()
+        self._version = 0
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def revoke_token(self, issuer: str, jti: str) -> None:
+        self._change(lambda: self._jtis.add((issuer, jti)))
+
+    def revoke_subject(self, issuer: str, subject: str) -> None:
+        self._change(lambda: self._subjects.add((issuer, subject)))
+
+    def revoke_issuer(self, issuer: str) -> None:
+        self._change(lambda: self._issuers.add(issuer))
+
+    def _change(self, apply: Callable[[], None]) -> None:
+        with self._lock:
+            apply()
+            self._version += 1
+
+    def is_revoked(self, principal: Principal) -> bool:
+        return (
+            principal.issuer in self._issuers
+            or (principal.issuer, principal.subject) in self._subjects
+            or (
+                principal.token_id is not None
+                and (principal.issuer, principal.token_id) in self._jtis
+            )
+        )
+
+
+@dataclass(slots=True)
+class Entry:
+    """A cached decision. ``error`` set: a cached rejection."""
+
+    expires_at: float
+    generation: int
+    revocations: int
+    principal: Principal | None = None
+    access: Access | None = None
+    error: IAMScopeError | None = None
+    #: Span/audit attributes derived once per entry (filled by telemetry, if any).
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+class TokenCache:
+    """Bounded map from credential digest to :class:`Entry`. Thread-safe for writes;
+    reads take no lock (a dict read is atomic under the GIL)."""
+
+    def __init__(
+        self,
+        settings: CacheSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        revocations: RevocationStore | None = None,
+    ) -> None:
+        self.settings = settings or CacheSettings()
+        self.clock = clock
+        self.revocations: RevocationStore = revocations or InMemoryRevocations()
+        self._entries: dict[bytes, Entry] = {}
+        self._negative: dict[bytes, Entry] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: bytes, generation: int) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._negative.get(key)
+            if entry is None:
+                return None
+        now = self.clock()
+        if entry.expires_at <= now or entry.generation != generation:
+            self._drop(key, entry)
+            return None
+        if entry.revocations != self.revocations.version:
+            if entry.principal is not None and self.revocations.is_revoked(entry.principal):
+                self._drop(key, entry)
+                return None
+            entry.revocations = self.revocations.version
+        return entry
+
+    def put_allowed(
+        self, key: bytes, principal: Principal, access: Access, generation: int
+    ) -> Entry:
+        now = self.clock()
+        entry = Entry(
+            expires_at=min(principal.expires_at, now + self.settings.max_ttl),
+            generation=generation,
+            revocations=self.revocations.version,
+            principal=principal,
+            access=access,
+        )
+        self._store(self._entries, key, entry, self.settings.max_entries)
+        return entry
+
+    def put_rejected(self, key: bytes, error: IAMScopeError, generation: int) -> Entry:
+        entry = Entry(
+            expires_at=self.clock() + self.settings.negative_ttl,
+            generation=generation,
+            revocations=self.revocations.version,
+            error=error,
+        )
+        self._store(self._negative, key, entry, self.settings.max_negative)
+        return entry
+
+    def _store(self, table: dict[bytes, Entry], key: bytes, entry: Entry, limit: int) -> None:
+        with self._lock:
+            table.pop(key, None)
+            while len(table) >= limit:
+                del table[next(iter(table))]  # oldest first: dicts keep insertion order
+            table[key] = entry
+
+    def _drop(self, key: bytes, entry: Entry) -> None:
+        with self._lock:
+            for table in (self._entries, self._negative):
+                if table.get(key) is entry:
+                    del table[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._negative.clear()

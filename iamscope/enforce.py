@@ -1,0 +1,332 @@
+"""The enforcement core shared by the ASGI and WSGI middlewares and the decorators.
+
+:class:`IAMScope` holds the verifier shells, the policy in force, the token cache and
+the audit sink, and turns a request's headers into a :class:`Decision`:
+
+    headers ─► credential bytes ─► cache (hit: done) ─► extract + verify (single-flight
+    per credential) ─► resolve ─► cache ─► Decision ─► audit
+
+Only :meth:`IAMScope.decide` (sync) and :meth:`IAMScope.decide_async` differ, and only
+where they wait for the verifier; everything else is one code path. Denials become
+answers through :func:`denial`: RFC 6750 ``WWW-Authenticate`` and an RFC 9457
+``application/problem+json`` body with a stable ``code`` and the ``decision_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from iamscope.audit import AuditSink, LoggerSink, SubjectHasher, audit_event
+from iamscope.cache import CacheSettings, RevocationStore, TokenCache, digest
+from iamscope.config import Config, load_config
+from iamscope.errors import (
+    AccessDenied,
+    IAMScopeError,
+    KeysUnavailable,
+    TokenError,
+    TokenMissing,
+    TokenRevoked,
+)
+from iamscope.policy.access import Access
+from iamscope.policy.reload import PolicyStore
+from iamscope.tokens.extract import Source, extract_from_headers
+from iamscope.tokens.issuer import IssuerConfig
+from iamscope.tokens.keys import KeyPolicy
+from iamscope.tokens.principal import Principal
+from iamscope.tokens.verifier import AsyncTokenVerifier, TokenVerifier
+from iamscope.tokens.verify import Clock, Verifier
+
+__all__ = ["Decision", "IAMScope", "current", "denial"]
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+_current: contextvars.ContextVar[Access | None] = contextvars.ContextVar(
+    "iamscope_access", default=None
+)
+
+
+def current() -> Access | None:
+    """The ``Access`` of the request being handled (None outside a request or when the
+    request is unauthenticated in optional mode)."""
+    return _current.get()
+
+
+# Decision ids: a random per-process prefix and a counter. Unique, cheap (no uuid4 on
+# the hot path), and meaningless to anyone who sees one.
+_ID_PREFIX = os.urandom(6).hex()
+_ids = itertools.count(1)
+
+
+def _decision_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):010x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    decision_id: str
+    cache: Literal["hit", "miss", "none"]
+    access: Access | None = None
+    principal: Principal | None = None
+    error: IAMScopeError | None = None
+
+
+class IAMScope:
+    """One per application: who is this, what may they see. Thread- and loop-safe."""
+
+    def __init__(
+        self,
+        issuers: Iterable[IssuerConfig],
+        policy: PolicyStore,
+        *,
+        clock: Clock = time.time,
+        cache: CacheSettings | None = None,
+        revocations: RevocationStore | None = None,
+        key_policy: KeyPolicy | None = None,
+        audit: AuditSink | None = None,
+        audit_hits: float = 1.0,
+        hash_key: bytes | None = None,
+        public_paths: Iterable[str] = (),
+        public_prefixes: Iterable[str] = (),
+        optional: bool = False,
+        realm: str = "iamscope",
+    ) -> None:
+        self.core = Verifier(issuers, clock=clock, key_policy=key_policy)
+        self.verifier = TokenVerifier(self.core)
+        self.async_verifier = AsyncTokenVerifier(self.core)
+        self.policy = policy
+        self.cache = TokenCache(cache, clock=clock, revocations=revocations)
+        self.clock = clock
+        self.audit = audit if audit is not None else LoggerSink()
+        self.audit_hits = audit_hits
+        self.hasher = SubjectHasher(hash_key)
+        self.public_paths = frozenset(public_paths)
+        self.public_prefixes = tuple(public_prefixes)
+        self.optional = optional
+        self.realm = realm
+        # One source per distinct place tokens arrive, in issuer order.
+        self.sources: tuple[Source, ...] = tuple(
+            dict.fromkeys(cfg.token_source for cfg in self.core.issuers)
+        )
+        self._wanted = {s.header_name.encode("latin-1") for s in self.sources}
+        self._sync_flights: dict[bytes, threading.Lock] = {}
+        self._async_flights: dict[bytes, asyncio.Future[Decision]] = {}
+        self._flight_lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls, config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None, **kw: Any
+    ) -> IAMScope:
+        """Build from a config file, a mapping, or ``IAMSCOPE_CONFIG``."""
+        loaded = config if isinstance(config, Config) else load_config(config)
+        source: Any = loaded.source if loaded.source is not None else dict(loaded.policy)
+        policy = PolicyStore(source, issuers=loaded.issuers)
+        return cls(loaded.issuers, policy, **kw)
+
+    # --- public paths ----------------------------------------------------------------
+
+    def is_public(self, path: str) -> bool:
+        if path in self.public_paths:
+            return True
+        if not self.public_prefixes or "//" in path or "/." in path or "\\" in path:
+            return False  # no prefix match through empty or dot segments: fail closed
+        return path.startswith(self.public_prefixes)
+
+    # --- deciding --------------------------------------------------------------------
+
+    def decide(self, headers: Headers, method: str = "GET", path: str = "/") -> Decision:
+        found = self._lookup(headers)
+        if isinstance(found, Decision):
+            return self._audited(found, method, path)
+        key, token = found
+        lock = self._sync_flight(key)
+        with lock:  # concurrent misses on one credential verify once
+            again = self._cached(key)
+            if again is not None:
+                return self._audited(again, method, path)
+            try:
+                principal = self.verifier.verify(token)
+            except IAMScopeError as exc:
+                decision = self._rejected(key, exc)
+            else:
+                decision = self._accepted(key, principal)
+        with self._flight_lock:
+            if self._sync_flights.get(key) is lock:
+                del self._sync_flights[key]
+        return self._audited(decision, method, path)
+
+    async def decide_async(
+        self, headers: Headers, method: str = "GET", path: str = "/"
+    ) -> Decision:
+        found = self._lookup(headers)
+        if isinstance(found, Decision):
+            return self._audited(found, method, path)
+        key, token = found
+        pending = self._async_flights.get(key)
+        if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+            decision = await asyncio.shield(pending)
+            return self._audited(_again(decision), method, path)
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._async_flights[key] = future
+        try:
+            try:
+                principal = await self.async_verifier.verify(token)
+            except IAMScopeError as exc:
+                decision = self._rejected(key, exc)
+            else:
+                decision = self._accepted(key, principal)
+            future.set_result(decision)
+        except BaseException as exc:  # cancelled: waiters must not hang on the future
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: the waiters get it or nobody does
+            raise
+        finally:
+            if self._async_flights.get(key) is future:
+                del self._async_flights[key]
+        return self._audited(decision, method, path)
+
+    def check(self, access: Access | None, requirement: Callable[[Access], None]) -> None:
+        """Apply a requirement (see :mod:`iamscope.decorators`); raises AccessDenied."""
+        if access is None:
+            raise TokenMissing("this resource needs credentials")
+        requirement(access)
+
+    # --- the shared steps ------------------------------------------------------------
+
+    def _lookup(self, headers: Headers) -> tuple[bytes, str] | Decision:
+        """A cached decision, a denial, or (cache key, token) to verify."""
+        values: dict[bytes, list[bytes]] = {}
+        wanted = self._wanted
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered in wanted:
+                values.setdefault(lowered, []).append(value)
+        for source in self.sources:
+            raw = values.get(source.header_name.encode("latin-1"))
+            if not raw:
+                continue
+            key = digest(source.name.encode("latin-1") + b"\0" + b"\0".join(raw))
+            hit = self._cached(key)
+            if hit is not None:
+                return hit
+            try:
+                token = extract_from_headers(
+                    [(source.header_name.encode("latin-1"), v) for v in raw],
+                    source,
+                    max_bytes=self.core.max_token_bytes,
+                )
+            except TokenMissing:
+                continue  # e.g. a cookie header without our cookie: try the next source
+            except IAMScopeError as exc:
+                return Decision(False, _decision_id(), "none", error=exc)
+            return key, token
+        if self.optional:
+            return Decision(True, _decision_id(), "none")
+        return Decision(False, _decision_id(), "none", error=TokenMissing("no credentials"))
+
+    def _cached(self, key: bytes) -> Decision | None:
+        entry = self.cache.get(key, self.policy.generation)
+        if entry is None:
+            return None
+        if entry.error is not None:
+            return Decision(False, _decision_id(), "hit", error=entry.error)
+        return Decision(True, _decision_id(), "hit", entry.access, entry.principal)
+
+    def _accepted(self, key: bytes, principal: Principal) -> Decision:
+        if self.cache.revocations.is_revoked(principal):
+            return self._rejected(key, TokenRevoked("the credential was revoked"))
+        generation = self.policy.generation
+        access = self.policy.current.resolve(principal)
+        self.cache.put_allowed(key, principal, access, generation)
+        return Decision(True, _decision_id(), "miss", access, principal)
+
+    def _rejected(self, key: bytes, error: IAMScopeError) -> Decision:
+        if isinstance(error, TokenError):
+            # An outage (KeysUnavailable) is never cached: it may end any second.
+            self.cache.put_rejected(key, error, self.policy.generation)
+        return Decision(False, _decision_id(), "miss", error=error)
+
+    def _audited(self, decision: Decision, method: str, path: str) -> Decision:
+        if not decision.allowed or decision.cache != "hit" or _sampled(self.audit_hits):
+            self.audit.emit(audit_event(decision, method, path, self.hasher, self.clock()))
+        return decision
+
+    def _sync_flight(self, key: bytes) -> threading.Lock:
+        with self._flight_lock:
+            lock = self._sync_flights.get(key)
+            if lock is None:
+                lock = self._sync_flights[key] = threading.Lock()
+            return lock
+
+    def close(self) -> None:
+        self.verifier.close()
+        self.audit.close()
+
+
+def _again(decision: Decision) -> Decision:
+    """A waiter's own copy of a shared miss: its own decision id, marked as a hit."""
+    return Decision(
+        decision.allowed,
+        _decision_id(),
+        "hit",
+        decision.access,
+        decision.principal,
+        decision.error,
+    )
+
+
+def _sampled(rate: float) -> bool:
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    import random
+
+    return random.random() < rate  # noqa: S311 - sampling, not security
+
+
+# --- answers -----------------------------------------------------------------------------
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
+
+
+def denial(
+    error: IAMScopeError, decision_id: str, *, realm: str = "iamscope", scope: str | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) for a refused request, per RFC 6750 and RFC 9457.
+
+    Never a 500 for bad input: anything that is not a known 400/401/403/503 fault is
+    answered as the server error it is, without details.
+    """
+    status = error.status if error.status in _TITLES else 500
+    headers = [("content-type", "application/problem+json"), ("cache-control", "no-store")]
+    if status in (400, 401, 403):
+        challenge = f'Bearer realm="{realm}"'
+        if error.error:
+            challenge += f', error="{error.error}"'
+        if status == 403 and scope:
+            challenge += f', scope="{scope}"'
+        headers.append(("www-authenticate", challenge))
+    if isinstance(error, KeysUnavailable):
+        headers.append(("retry-after", "5"))
+    body = {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Internal Server Error"),
+        "status": status,
+        "code": error.code if status != 500 else "internal_error",
+        "detail": error.message if status != 500 else "internal error",
+        "decision_id": decision_id,
+    }
+    if isinstance(error, AccessDenied) and error.requirement:
+        body["requirement"] = error.requirement
+    return status, headers, json.dumps(body).encode()

@@ -1,0 +1,91 @@
+"""WSGI middleware for Flask, Django and any WSGI app, over the same enforcement core.
+
+The ``Access`` reaches the app in ``environ["iamscope.access"]`` and
+:func:`iamscope.current`; the ContextVar stays set while a streaming body is produced
+and is reset when the server closes the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from iamscope.enforce import IAMScope, _current, denial
+from iamscope.errors import IAMScopeError
+
+__all__ = ["IAMScopeWSGIMiddleware"]
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class IAMScopeWSGIMiddleware:
+    def __init__(self, app: WSGIApp, iamscope: IAMScope) -> None:
+        self.app = app
+        self.iamscope = iamscope
+        # WSGI puts headers in HTTP_* keys; a server joins repeated headers with ", ",
+        # which extraction refuses as an ambiguous request.
+        self._keys = [
+            ("HTTP_" + name.decode("latin-1").upper().replace("-", "_"), name)
+            for name in sorted(iamscope._wanted)
+        ]
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if self.iamscope.is_public(path):
+            return self.app(environ, start_response)
+        headers = [
+            (name, value.encode("latin-1"))
+            for key, name in self._keys
+            if isinstance(value := environ.get(key), str)
+        ]
+        decision = self.iamscope.decide(headers, environ.get("REQUEST_METHOD", "GET"), path)
+        if not decision.allowed:
+            error = decision.error or IAMScopeError("denied")
+            status, answer, body = denial(error, decision.decision_id, realm=self.iamscope.realm)
+            start_response(f"{status} {_REASONS.get(status, '')}".rstrip(), answer)
+            return [body]
+        environ["iamscope.decision"] = decision
+        environ["iamscope.access"] = decision.access
+        token = _current.set(decision.access)
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            _current.reset(token)
+            raise
+        if isinstance(result, list | tuple):
+            _current.reset(token)
+            return result
+        return _Closing(result, lambda: _current.reset(token))
+
+
+class _Closing:
+    """Keeps the request's Access current while a streaming body is produced."""
+
+    def __init__(self, inner: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_close = on_close
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._inner)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close()
