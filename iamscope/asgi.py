@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from iamscope.enforce import IAMScope, _current, denial
-from iamscope.errors import AccessDenied, IAMScopeError
+from iamscope.errors import AccessDenied, IAMScopeError, TokenError
 
 __all__ = ["IAMScopeMiddleware"]
 
@@ -61,7 +61,7 @@ class IAMScopeMiddleware:
         token = _current.set(decision.access)
         try:
             await self.app(scope, receive, tracking_send)
-        except AccessDenied as exc:
+        except (AccessDenied, TokenError) as exc:  # from require(...) or a dependency
             if started:
                 raise
             await _refuse(kind, send, exc, decision.decision_id, self.iamscope.realm)

@@ -1,0 +1,100 @@
+"""FastAPI: dependencies, the OpenAPI security scheme, answers through the middleware."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+
+from iamscope import IAMScope, IAMScopeMiddleware
+from iamscope.audit import ListSink
+from iamscope.fastapi import requires
+from iamscope.policy import Access, PolicyStore
+from iamscope.testing import LocalIssuer
+from tests.test_asgi import POLICY
+
+
+@pytest.fixture
+def iam(local_issuer: LocalIssuer) -> Iterator[IAMScope]:
+    scope = IAMScope(
+        [local_issuer.issuer_config("corp")],
+        PolicyStore(POLICY),
+        audit=ListSink(),
+        hash_key=b"k" * 32,
+        optional=True,
+    )
+    yield scope
+    scope.close()
+
+
+def make_app(iam: IAMScope) -> Any:
+    api = FastAPI()
+
+    @api.get("/sales")
+    async def sales(access: Access = Depends(requires(permission="sales:read"))) -> Any:
+        return {"roles": sorted(access.roles)}
+
+    @api.get("/traces/{project}")
+    def traces(
+        project: str,
+        access: Access = Depends(requires(trace="read", project_param="project")),
+    ) -> Any:
+        return {"project": project}
+
+    @api.get("/me")
+    async def me(access: Access = Depends(requires())) -> Any:
+        return {"owner": access.owner}
+
+    @api.get("/public")
+    async def public() -> Any:
+        return {"ok": True}
+
+    api.add_middleware(IAMScopeMiddleware, iamscope=iam)
+    return api
+
+
+def get(app: Any, path: str, token: str | None = None) -> httpx.Response:
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            return await client.get(path, headers=headers)
+
+    return asyncio.run(run())
+
+
+def test_dependencies_check_and_return_the_access(iam: IAMScope, local_issuer: LocalIssuer) -> None:
+    app = make_app(iam)
+    analyst = local_issuer.mint(groups=["sales-east"])
+    assert get(app, "/sales", analyst).json() == {"roles": ["analyst"]}
+    assert get(app, "/traces/checkout", analyst).json() == {"project": "checkout"}
+    assert get(app, "/me", analyst).json() == {"owner": "sales"}
+    denied = get(app, "/traces/payments", analyst)
+    assert denied.status_code == 403
+    assert denied.headers["content-type"] == "application/problem+json"
+    assert denied.json()["code"] == "trace_scope_required"
+    nobody = local_issuer.mint(groups=["marketing"])
+    assert get(app, "/sales", nobody).json()["code"] == "permission_required"
+
+
+def test_anonymous_requests_reach_public_routes_only(iam: IAMScope) -> None:
+    app = make_app(iam)
+    assert get(app, "/public").json() == {"ok": True}
+    missing = get(app, "/me")
+    assert missing.status_code == 401 and missing.json()["code"] == "token_missing"
+    assert missing.headers["www-authenticate"] == 'Bearer realm="iamscope"'
+
+
+def test_openapi_documents_the_bearer_scheme(iam: IAMScope) -> None:
+    schema = get(make_app(iam), "/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["iamscope"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from one of the configured issuers.",
+    }
+    assert schema["paths"]["/sales"]["get"]["security"] == [{"iamscope": []}]
+    assert "security" not in schema["paths"]["/public"]["get"]
