@@ -9,10 +9,11 @@ mappings for their own loaders.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -37,21 +38,37 @@ class Located(dict[str, Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """YAML with YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off
+    (so ``country: NO`` would become False), a classic way for a policy to mean
+    something its author did not write."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
     mapping = Located()
     mapping.line = node.start_mark.line + 1
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        key: Any = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise ConfigError("keys must be plain scalars", line=key_node.start_mark.line + 1)
         if key in mapping:
             # YAML allows this silently; in a security config it is always a mistake.
             raise ConfigError(
                 f"duplicate key {key!r}", line=key_node.start_mark.line + 1, key=str(key)
             )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.lines[key] = key_node.start_mark.line + 1
+        name = cast(str, key)  # a scalar; non-string keys are reported by the loaders
+        mapping[name] = loader.construct_object(value_node, deep=True)
+        mapping.lines[name] = key_node.start_mark.line + 1
     return mapping
 
 
@@ -67,10 +84,22 @@ class Config:
     source: str | None = None
 
 
+def read_text(path: Path) -> str:
+    """A config or policy file's text, with every failure a ConfigError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 (byte {exc.start})", source=str(path)) from None
+
+
 def parse_text(text: str, source: str | None = None) -> Any:
     """YAML (a superset of JSON) into mappings that remember their lines."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError("nested too deeply", source=source) from None
     except ConfigError as exc:
         raise ConfigError(exc.detail, source=source, line=exc.line, key=exc.key) from None
     except yaml.YAMLError as exc:
@@ -93,10 +122,7 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
         data: Any = config
     else:
         source = str(config)
-        try:
-            text = Path(config).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
+        text = read_text(Path(config))
         data = parse_text(text, source)
     if not isinstance(data, Mapping):
         raise ConfigError("the configuration must be a mapping", source=source)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from iamscope._suggest import did_you_mean
-from iamscope.errors import ConfigError
+from iamscope.errors import ConfigError, PlanUnsupported
 from iamscope.policy.model import AttributeSpec, Binding, Policy, Role, RoleRows
 from iamscope.policy.rows import COMPARISONS, And, AttrRef, Cmp, Condition, Not, Or, Scalar
 from iamscope.policy.traces import ACTIONS, WILDCARD, TraceGrant
@@ -25,7 +26,7 @@ from iamscope.tokens.issuer import IssuerConfig
 __all__ = ["load_policy", "policy_from_mapping"]
 
 _POLICY_KEYS = ("version", "attributes", "roles", "bindings")
-_ATTRIBUTE_KEYS = ("multi", "claim")
+_ATTRIBUTE_KEYS = ("multi", "claim", "issuer")
 _ROLE_KEYS = ("permissions", "rows", "traces")
 _BINDING_KEYS = ("name", "groups", "issuer", "claims", "roles", "attributes", "owner", "priority")
 _TRACE_KEYS = ("project", "environments", "services", "actions")
@@ -85,14 +86,10 @@ def load_policy(
     """A policy from a file (its own, or a config file's ``policy`` section) or a dict."""
     if isinstance(source, Mapping):
         return policy_from_mapping(source, issuers=issuers)
-    from iamscope.config import parse_text
+    from iamscope.config import parse_text, read_text
 
     path = str(source)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=path) from None
-    data = parse_text(text, path)
+    data = parse_text(read_text(Path(source)), path)
     if isinstance(data, Mapping) and "policy" in data and "roles" not in data:
         data = data["policy"]
     return policy_from_mapping(data, issuers=issuers, source=path)
@@ -104,18 +101,30 @@ def policy_from_mapping(
     issuers: Iterable[IssuerConfig] | None = None,
     source: str | None = None,
 ) -> Policy:
+    try:
+        return _policy(data, issuers, source)
+    except RecursionError:
+        raise ConfigError("policy is nested too deeply", source=source) from None
+
+
+def _policy(data: Any, issuers: Iterable[IssuerConfig] | None, source: str | None) -> Policy:
     ctx = _Ctx(source)
     data = _mapping(ctx, data, "policy", _POLICY_KEYS)
     version = data.get("version")
-    if not isinstance(version, str | int | float) or isinstance(version, bool) or version == "":
-        raise ctx.fail("'version' is required (a string such as \"2026-11-22.1\")", data, "version")
+    if not isinstance(version, str) or not version:
+        # A YAML number would be read as one: 1.10 becomes "1.1".
+        raise ctx.fail(
+            "'version' must be a quoted string such as \"2026-11-22.1\"", data, "version"
+        )
     attributes = _attributes(ctx, data.get("attributes") or {})
     roles = _roles(ctx, data.get("roles") or {}, attributes)
     issuer_list = tuple(issuers) if issuers is not None else None
     bindings = _bindings(ctx, data.get("bindings") or [], roles, attributes, issuer_list)
     _check_ties(ctx, bindings, attributes, issuer_list)
     warnings = _lint(roles, bindings, issuer_list)
-    return Policy(str(version), attributes, roles, bindings, source, warnings)
+    return Policy(
+        version, MappingProxyType(attributes), MappingProxyType(roles), bindings, source, warnings
+    )
 
 
 # --- attributes ----------------------------------------------------------------------
@@ -136,7 +145,14 @@ def _attributes(ctx: _Ctx, node: Any) -> dict[str, AttributeSpec]:
         claim = spec.get("claim")
         if claim is not None and not isinstance(claim, str):
             raise ctx.fail(f"attribute {name!r}: 'claim' must be a claim path", spec, "claim")
-        out[name] = AttributeSpec(name, multi, claim)
+        issuer = spec.get("issuer")
+        if issuer is not None and (not isinstance(issuer, str) or claim is None):
+            raise ctx.fail(
+                f"attribute {name!r}: 'issuer' names the issuer whose 'claim' is read",
+                spec,
+                "issuer",
+            )
+        out[name] = AttributeSpec(name, multi, claim, issuer)
     return out
 
 
@@ -161,7 +177,7 @@ def _roles(ctx: _Ctx, node: Any, attributes: Mapping[str, AttributeSpec]) -> dic
                 )
         rows = _role_rows(ctx, spec.get("rows") or {}, attributes, name)
         traces = _traces(ctx, spec.get("traces") or [], spec, name)
-        out[name] = Role(name, frozenset(permissions), rows, traces)
+        out[name] = Role(name, frozenset(permissions), MappingProxyType(rows), traces)
     return out
 
 
@@ -230,13 +246,31 @@ def _column(
         if not value:
             raise ctx.fail(f"column {column!r} has no operator", node, column)
         return [
-            _operator(ctx, value, column, op, operand, attributes) for op, operand in value.items()
+            _literal_checked(ctx, value, _operator(ctx, value, column, op, operand, attributes))
+            for op, operand in value.items()
         ]
     if value is None:
         return [Cmp("is_null", column, True)]
     if isinstance(value, list):
-        return [Cmp("in", column, _scalars(ctx, node, column, value))]
-    return [Cmp("eq", column, _operand(ctx, node, column, value, attributes, "eq"))]
+        return [_literal_checked(ctx, node, Cmp("in", column, _scalars(ctx, node, column, value)))]
+    cmp = Cmp("eq", column, _operand(ctx, node, column, value, attributes, "eq"))
+    return [_literal_checked(ctx, node, cmp)]
+
+
+def _literal_checked(ctx: _Ctx, node: Any, cmp: Condition) -> Condition:
+    """Refuse at load time what every renderer would refuse on every request."""
+    from iamscope.policy.render_sql import checked_scalar, checked_values
+
+    if not isinstance(cmp, Cmp) or isinstance(cmp.value, AttrRef) or cmp.op == "is_null":
+        return cmp
+    try:
+        if cmp.op in ("in", "not_in"):
+            checked_values(cmp)
+        else:
+            checked_scalar(cmp)
+    except PlanUnsupported as exc:
+        raise ctx.fail(f"{cmp.column}: {exc.message}", node, cmp.column) from None
+    return cmp
 
 
 def _operator(
@@ -321,6 +355,9 @@ def _traces(ctx: _Ctx, node: Any, parent: Any, role: str) -> tuple[TraceGrant, .
         project = grant.get("project")
         if not isinstance(project, str) or not project:
             raise ctx.fail(f"role {role!r}: a trace grant needs a 'project'", grant, "project")
+        for key in ("actions", "environments", "services"):
+            if grant.get(key) == []:
+                raise ctx.fail(f"role {role!r}: empty {key!r} would grant nothing", grant, key)
         actions = _strings(ctx, grant.get("actions", ["read"]), grant, "actions")
         for action in actions:
             if action not in ACTIONS:
@@ -348,9 +385,17 @@ def _bindings(
     if not isinstance(node, list):
         raise ctx.fail("'bindings' must be a list", node)
     issuer_names = [i.name for i in issuers] if issuers is not None else None
-    return tuple(
+    bindings = tuple(
         _binding(ctx, i, spec, roles, attributes, issuer_names) for i, spec in enumerate(node)
     )
+    seen: set[str] = set()
+    for b in bindings:
+        if b.label in seen:
+            raise ConfigError(
+                f"two bindings are named {b.label!r}", source=ctx.source, line=b.line, key="name"
+            )
+        seen.add(b.label)
+    return bindings
 
 
 def _binding(
@@ -362,7 +407,10 @@ def _binding(
     issuer_names: list[str] | None,
 ) -> Binding:
     node = _mapping(ctx, node, "binding", _BINDING_KEYS)
-    label = node.get("name") if isinstance(node.get("name"), str) else f"bindings[{index}]"
+    name = node.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ctx.fail("a binding's 'name' must be a string", node, "name")
+    label = name if name is not None else f"bindings[{index}]"
     groups = _strings(ctx, node.get("groups", []), node, "groups")
     issuer = node.get("issuer")
     if issuer is not None:
@@ -413,9 +461,13 @@ def _binding_claims(ctx: _Ctx, node: Mapping[str, Any], label: str) -> dict[str,
         raise ctx.fail(f"{label}: 'claims' must map claim paths to values", node, "claims")
     out = {}
     for path, value in spec.items():
+        if not isinstance(path, str) or not path:
+            raise ctx.fail(f"{label}: claim names must be strings", spec, str(path))
         if isinstance(value, bool | int):
             value = str(value).lower() if isinstance(value, bool) else str(value)
-        out[str(path)] = frozenset(_strings(ctx, value, spec, str(path)))
+        if value == []:
+            raise ctx.fail(f"{label}: claim {path!r} lists no values (never matches)", spec, path)
+        out[path] = frozenset(_strings(ctx, value, spec, path))
     return out
 
 
@@ -438,6 +490,12 @@ def _binding_attributes(
         values = tuple(value) if isinstance(value, list) else (value,)
         if not values or not all(_is_scalar(v) for v in values):
             raise ctx.fail(f"{label}: attribute {name!r} needs literal values", spec, str(name))
+        try:  # the renderers' own checks: no NaN, NUL, or mixed text and numbers
+            _literal_checked(ctx, spec, Cmp("in", "attribute", values))
+        except ConfigError:
+            raise ctx.fail(
+                f"{label}: attribute {name!r} values must be text, or all numbers", spec, str(name)
+            ) from None
         if not decl.multi and len(values) != 1:
             raise ctx.fail(f"{label}: attribute {name!r} is single-valued", spec, str(name))
         out[str(name)] = values
@@ -480,22 +538,32 @@ def _check_ties(
     for name, spec in attributes.items():
         if spec.multi:
             continue
-        setters = [b for b in bindings if name in b.attributes]
-        for i, a in enumerate(setters):
-            for b in setters[i + 1 :]:
-                if (
-                    a.priority == b.priority
-                    and a.attributes[name] != b.attributes[name]
-                    and can_co_match(a, b, issuers)
-                ):
-                    raise ConfigError(
-                        f"{a.label} and {b.label} give single-valued attribute {name!r} "
-                        f"different values at the same priority ({a.priority}) and can match "
-                        "the same principal: set 'priority' on one of them",
-                        source=ctx.source,
-                        line=b.line,
-                        key=name,
-                    )
+        by_priority: dict[int, dict[tuple[Scalar, ...], list[Binding]]] = {}
+        for b in bindings:
+            if name in b.attributes:
+                values = b.attributes[name]
+                by_priority.setdefault(b.priority, {}).setdefault(_typed(values), []).append(b)
+        for groups in by_priority.values():
+            buckets = list(groups.values())  # one bucket per distinct value
+            for i, first in enumerate(buckets):
+                for second in buckets[i + 1 :]:
+                    for a in first:
+                        for b in second:
+                            if can_co_match(a, b, issuers):
+                                raise ConfigError(
+                                    f"{a.label} and {b.label} give single-valued attribute "
+                                    f"{name!r} different values at the same priority "
+                                    f"({a.priority}) and can match the same principal: set "
+                                    "'priority' on one of them",
+                                    source=ctx.source,
+                                    line=b.line,
+                                    key=name,
+                                )
+
+
+def _typed(values: tuple[Scalar, ...]) -> tuple[Any, ...]:
+    # 1, 1.0 and True are equal in Python but not in a database.
+    return tuple((type(v).__name__, v) for v in values)
 
 
 def _lint(
@@ -517,4 +585,9 @@ def _lint(
             )
         if not b.roles and b.owner is None and not b.attributes:
             warnings.append(f"{b.label} grants nothing")
+        if b.claims and b.issuer is None and (issuers is None or len(issuers) > 1):
+            warnings.append(
+                f"{b.label} matches claims from every issuer; name its 'issuer' so a token "
+                "from another provider cannot carry the same claim values"
+            )
     return tuple(warnings)

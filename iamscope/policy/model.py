@@ -22,6 +22,7 @@ class AttributeSpec:
     name: str
     multi: bool = False
     claim: str | None = None
+    issuer: str | None = None  # only this issuer's tokens supply the claim
 
 
 @dataclass(frozen=True, slots=True)

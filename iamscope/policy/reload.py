@@ -71,20 +71,29 @@ class PolicyStore:
     def reload(
         self, source: str | os.PathLike[str] | Mapping[str, Any] | None = None
     ) -> ReloadResult:
-        """Load ``source`` (default: the original) and swap it in if valid."""
+        """Load ``source`` (default: the current one) and swap it in if valid.
+
+        Never raises: a policy that cannot be loaded, for whatever reason, is refused and
+        the last good one keeps serving. ``source`` is remembered only once it loaded.
+        """
         with self._lock:
-            if source is not None:
-                self._source = source
+            candidate = self._source if source is None else source
             try:
-                compiled = CompiledPolicy(self._load(self._source))
-            except ConfigError as exc:
+                compiled = CompiledPolicy(self._load(candidate))
+            except Exception as exc:  # anything at all: the last good policy must stay
+                error = (
+                    exc
+                    if isinstance(exc, ConfigError)
+                    else ConfigError(f"policy could not be loaded: {type(exc).__name__}")
+                )
                 log.error(
                     "iamscope: policy reload refused, keeping version %s: %s",
                     self.current.version,
-                    exc,
+                    error,
                 )
-                result = ReloadResult(False, self.current.version, self.generation, exc)
+                result = ReloadResult(False, self.current.version, self.generation, error)
             else:
+                self._source = candidate
                 self.current = compiled
                 self.generation += 1
                 result = ReloadResult(True, compiled.version, self.generation)
@@ -94,7 +103,10 @@ class PolicyStore:
                     self.generation,
                 )
         if self._on_reload is not None:
-            self._on_reload(result)
+            try:
+                self._on_reload(result)
+            except Exception:
+                log.exception("iamscope: the on_reload callback failed")
         return result
 
     def poll(self) -> ReloadResult | None:
@@ -112,7 +124,10 @@ class PolicyStore:
 
         def loop() -> None:
             while not self._stop.wait(interval):
-                self.poll()
+                try:
+                    self.poll()
+                except Exception:  # the watcher must outlive any single bad poll
+                    log.exception("iamscope: policy watch failed; still watching")
 
         self._thread = threading.Thread(target=loop, name="iamscope-policy-watch", daemon=True)
         self._thread.start()

@@ -105,8 +105,9 @@ class CompiledPolicy:
     def resolve(self, principal: Principal) -> Access:
         matched = self.matching(principal)
         claimed = tuple(
-            (spec.name, _claim_strings(principal.claims, path))
+            (spec.name, _attribute_claim(principal, path, spec))
             for spec, path in self._claim_attributes
+            if spec.issuer is None or spec.issuer == principal.issuer
         )
         key = (tuple(b.index for b in matched), claimed)
         access = self._by_match.get(key)
@@ -122,7 +123,8 @@ class CompiledPolicy:
         key = (
             access.roles,
             access.owner,
-            tuple(sorted((n, a.values, a.sources) for n, a in access.attributes.items())),
+            access.missing,
+            tuple(sorted((n, _typed(a.values), a.sources) for n, a in access.attributes.items())),
         )
         with self._lock:
             shared = self._by_content.get(key)
@@ -194,9 +196,12 @@ class CompiledPolicy:
         refs = self._refs[id(grant)]
         if len(refs) == 1:
             attr = attributes.get(refs[0])
-            key: tuple[Any, ...] = (id(grant), attr.values if attr is not None else None)
+            key: tuple[Any, ...] = (id(grant), _typed(attr.values) if attr is not None else None)
         else:
-            key = (id(grant), *[a.values if (a := attributes.get(n)) else None for n in refs])
+            key = (
+                id(grant),
+                *[_typed(a.values) if (a := attributes.get(n)) else None for n in refs],
+            )
         memo = self._plans.get(key)
         if memo is None:
             lacking: set[str] = set()
@@ -246,6 +251,29 @@ def _claim_strings(claims: Mapping[str, Any], path: str) -> tuple[str, ...]:
     return ()
 
 
+def _typed(values: tuple[Scalar, ...]) -> tuple[Any, ...]:
+    """Values with their types: 1, 1.0 and True are equal in Python, not in a database."""
+    return tuple((type(v), v) for v in values)
+
+
+def _attribute_claim(principal: Principal, path: str, spec: AttributeSpec) -> tuple[str, ...]:
+    """Attribute values from a claim, failing closed: an empty string, a non-string
+    element, or several values for a single-valued attribute all mean "missing" (a
+    rule using it then grants nothing), never a value that could widen a NOT or NE."""
+    value = lookup(principal.claims, path)
+    if isinstance(value, str):
+        values: tuple[Any, ...] = (value,)
+    elif isinstance(value, list | tuple):
+        values = tuple(value)
+    else:
+        return ()
+    if not values or not all(isinstance(v, str) and v for v in values):
+        return ()
+    if not spec.multi and len(values) != 1:
+        return ()
+    return values
+
+
 def _matches(b: Binding, principal: Principal) -> bool:
     if b.issuer is not None and b.issuer != principal.issuer:
         return False
@@ -273,58 +301,46 @@ def _attributes(
     matched: list[Binding],
     claimed: Mapping[str, tuple[str, ...]],
 ) -> tuple[dict[str, AttributeValue], list[str]]:
-    merged: dict[str, dict[Scalar, str]] = {}  # multi-valued: value → first source
+    # multi-valued: (type, value) → (value, first source)
+    merged: dict[str, dict[tuple[type, Scalar], tuple[Scalar, str]]] = {}
     single: dict[str, list[tuple[int, tuple[Scalar, ...], str]]] = {}
     for name, from_token in claimed.items():
-        if from_token:
-            _collect(
-                specs[name],
-                from_token,
-                f"claim:{specs[name].claim}",
-                CLAIM_PRIORITY,
-                merged,
-                single,
-            )
+        if not from_token:
+            continue
+        source = f"claim:{specs[name].claim}"
+        if specs[name].multi:
+            into = merged.setdefault(name, {})
+            for text in from_token:
+                into.setdefault((str, text), (text, source))
+        else:
+            single.setdefault(name, []).append((CLAIM_PRIORITY, from_token, source))
+
     for b in matched:
         if b.attributes:
             source = f"binding:{b.label}"
             for name, given in b.attributes.items():
                 if specs[name].multi:  # inlined: the common case, once per binding
                     into = merged.setdefault(name, {})
-                    for v in given:
-                        into.setdefault(v, source)
+                    for value in given:
+                        into.setdefault((type(value), value), (value, source))
                 else:
                     single.setdefault(name, []).append((b.priority, given, source))
     out = {
-        name: AttributeValue(tuple(values), tuple(values.values()))
+        name: AttributeValue(
+            tuple(v for v, _ in values.values()), tuple(src for _, src in values.values())
+        )
         for name, values in merged.items()
     }
     conflicts = []
     for name, found in single.items():
         top = max(p for p, _, _ in found)
-        best = {vals: source for p, vals, source in found if p == top}
+        best = {_typed(vals): (vals, source) for p, vals, source in found if p == top}
         if len(best) > 1:
             conflicts.append(name)  # an unresolvable tie: fail closed, as if missing
             continue
-        ((winner, source),) = best.items()
+        ((winner, source),) = best.values()
         out[name] = AttributeValue(winner[:1], (source,))
     return out, conflicts
-
-
-def _collect(
-    spec: AttributeSpec,
-    values: tuple[Scalar, ...],
-    source: str,
-    priority: int,
-    merged: dict[str, dict[Scalar, str]],
-    single: dict[str, list[tuple[int, tuple[Scalar, ...], str]]],
-) -> None:
-    if spec.multi:
-        into = merged.setdefault(spec.name, {})
-        for v in values:
-            into.setdefault(v, source)
-    else:
-        single.setdefault(spec.name, []).append((priority, values, source))
 
 
 def _owner(matched: list[Binding]) -> str | None:
