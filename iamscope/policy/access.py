@@ -18,6 +18,12 @@ class AttributeValue:
 
     values: tuple[Scalar, ...]
     sources: tuple[str, ...]  # "binding:<label>" or "claim:<path>", one per value
+    #: ((type, value), ...): a key that tells 1, 1.0 and True apart, built once.
+    typed: tuple[tuple[type, Scalar], ...] = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, values: tuple[Scalar, ...], sources: tuple[str, ...]) -> AttributeValue:
+        return cls(values, sources, tuple((type(v), v) for v in values))
 
 
 def permission_matches(granted: str, wanted: str) -> bool:

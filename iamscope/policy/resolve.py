@@ -124,7 +124,7 @@ class CompiledPolicy:
             access.roles,
             access.owner,
             access.missing,
-            tuple(sorted((n, _typed(a.values), a.sources) for n, a in access.attributes.items())),
+            tuple(sorted((n, a.typed, a.sources) for n, a in access.attributes.items())),
         )
         with self._lock:
             shared = self._by_content.get(key)
@@ -196,12 +196,9 @@ class CompiledPolicy:
         refs = self._refs[id(grant)]
         if len(refs) == 1:
             attr = attributes.get(refs[0])
-            key: tuple[Any, ...] = (id(grant), _typed(attr.values) if attr is not None else None)
+            key: tuple[Any, ...] = (id(grant), attr.typed if attr is not None else None)
         else:
-            key = (
-                id(grant),
-                *[_typed(a.values) if (a := attributes.get(n)) else None for n in refs],
-            )
+            key = (id(grant), *[a.typed if (a := attributes.get(n)) else None for n in refs])
         memo = self._plans.get(key)
         if memo is None:
             lacking: set[str] = set()
@@ -325,12 +322,12 @@ def _attributes(
                         into.setdefault((type(value), value), (value, source))
                 else:
                     single.setdefault(name, []).append((b.priority, given, source))
-    out = {
-        name: AttributeValue(
-            tuple(v for v, _ in values.values()), tuple(src for _, src in values.values())
+    out: dict[str, AttributeValue] = {}
+    for name, values in merged.items():
+        pairs = list(values.values())
+        out[name] = AttributeValue(
+            tuple([v for v, _ in pairs]), tuple([src for _, src in pairs]), tuple(values)
         )
-        for name, values in merged.items()
-    }
     conflicts = []
     for name, found in single.items():
         top = max(p for p, _, _ in found)
@@ -339,7 +336,7 @@ def _attributes(
             conflicts.append(name)  # an unresolvable tie: fail closed, as if missing
             continue
         ((winner, source),) = best.values()
-        out[name] = AttributeValue(winner[:1], (source,))
+        out[name] = AttributeValue(winner[:1], (source,), _typed(winner[:1]))
     return out, conflicts
 
 

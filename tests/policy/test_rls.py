@@ -557,7 +557,7 @@ def test_rls_settings_refuse_values_postgres_cannot_hold() -> None:
             traces=TraceScope(()),
             owner=None,
             policy_version="t",
-            attributes={"a": AttributeValue(values, ("test",) * len(values))},
+            attributes={"a": AttributeValue.of(values, ("test",) * len(values))},
         )
 
     for bad in ("nul\x00", "\ud800", float("nan"), float("inf")):
