@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from opentelemetry.trace import get_current_span
+
 if TYPE_CHECKING:
     from iamscope.enforce import Decision
 
@@ -65,28 +67,21 @@ class AuditRecord(NamedTuple):
     method: str
     path: str
     time: float
-    trace_id: str | None
-    span_id: str | None
+    trace: tuple[int, int] | None  # (trace_id, span_id) of the span current at decision
     hasher: SubjectHasher
 
 
-def _trace_ids() -> tuple[str | None, str | None]:
-    try:
-        from opentelemetry import trace
-    except ImportError:  # pragma: no cover - opentelemetry-api is a dependency
-        return None, None
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None, None
-    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+def _trace_ids() -> tuple[int, int] | None:
+    # Raw ints on the request thread; hex formatting happens in the sink's thread.
+    context = get_current_span().get_span_context()
+    return (context.trace_id, context.span_id) if context.is_valid else None
 
 
 def audit_event(
     decision: Decision, method: str, path: str, hasher: SubjectHasher, now: float
 ) -> AuditRecord:
     """What the request thread records: cheap, no formatting."""
-    trace_id, span_id = _trace_ids()
-    return AuditRecord(decision, method, path, now, trace_id, span_id, hasher)
+    return AuditRecord(decision, method, path, now, _trace_ids(), hasher)
 
 
 def to_event(record: AuditRecord) -> dict[str, Any]:
@@ -105,8 +100,8 @@ def to_event(record: AuditRecord) -> dict[str, Any]:
         "roles": sorted(access.roles) if access is not None else [],
         "method": record.method,
         "path": record.path,
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
+        "trace_id": f"{record.trace[0]:032x}" if record.trace else None,
+        "span_id": f"{record.trace[1]:016x}" if record.trace else None,
         "policy_version": access.policy_version if access is not None else None,
         "cache": d.cache,
     }

@@ -22,8 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from iamscope.audit import AuditSink, LoggerSink, SubjectHasher, audit_event
 from iamscope.cache import CacheSettings, RevocationStore, TokenCache, digest
@@ -70,8 +69,9 @@ def _decision_id() -> str:
     return f"{_ID_PREFIX}{next(_ids):010x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """One request's verdict. (A NamedTuple: one is built per request, on the hot path.)"""
+
     allowed: bool
     decision_id: str
     cache: Literal["hit", "miss", "none"]
@@ -118,6 +118,11 @@ class IAMScope:
             dict.fromkeys(cfg.token_source for cfg in self.core.issuers)
         )
         self._wanted = {s.header_name.encode("latin-1") for s in self.sources}
+        # (source, its header name, its cache-key prefix): one cache, keys kept apart.
+        self._source_names = tuple(
+            (s, s.header_name.encode("latin-1"), s.name.encode("latin-1") + b"\0")
+            for s in self.sources
+        )
         self._sync_flights: dict[bytes, threading.Lock] = {}
         self._async_flights: dict[bytes, asyncio.Future[Decision]] = {}
         self._flight_lock = threading.Lock()
@@ -204,26 +209,30 @@ class IAMScope:
     # --- the shared steps ------------------------------------------------------------
 
     def _lookup(self, headers: Headers) -> tuple[bytes, str] | Decision:
-        """A cached decision, a denial, or (cache key, token) to verify."""
+        """A cached decision, a denial, or (cache key, token) to verify.
+
+        ASGI header names are lowercase (the spec says so; the WSGI shell builds them
+        lowercase), so names compare as they come.
+        """
         values: dict[bytes, list[bytes]] = {}
         wanted = self._wanted
         for name, value in headers:
-            lowered = name.lower()
-            if lowered in wanted:
-                values.setdefault(lowered, []).append(value)
-        for source in self.sources:
-            raw = values.get(source.header_name.encode("latin-1"))
+            if name in wanted:
+                if name in values:
+                    values[name].append(value)
+                else:
+                    values[name] = [value]
+        for source, name, prefix in self._source_names:
+            raw = values.get(name)
             if not raw:
                 continue
-            key = digest(source.name.encode("latin-1") + b"\0" + b"\0".join(raw))
+            key = prefix + (digest(raw[0]) if len(raw) == 1 else digest(b"\0".join(raw)))
             hit = self._cached(key)
             if hit is not None:
                 return hit
             try:
                 token = extract_from_headers(
-                    [(source.header_name.encode("latin-1"), v) for v in raw],
-                    source,
-                    max_bytes=self.core.max_token_bytes,
+                    [(name, v) for v in raw], source, max_bytes=self.core.max_token_bytes
                 )
             except TokenMissing:
                 continue  # e.g. a cookie header without our cookie: try the next source

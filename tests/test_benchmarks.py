@@ -33,3 +33,16 @@ def test_resolve_benchmark_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pycasbin" in result.stdout and "| 100 |" in result.stdout
+
+
+def test_middleware_benchmark_runs() -> None:
+    bench = BENCH.with_name("bench_middleware.py")
+    result = subprocess.run(
+        [sys.executable, str(bench), "--rounds", "2", "--requests", "40"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "iamscope hit" in result.stdout and "starlette-auth" in result.stdout

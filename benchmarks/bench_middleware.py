@@ -1,0 +1,226 @@
+"""Per-request cost of the middleware, in-process, side by side with its baselines.
+
+One Starlette route returning a tiny JSON body, called as raw ASGI (no HTTP client in
+the loop) through:
+
+* **bare**: the app alone;
+* **floor**: a pure-ASGI layer doing one dict lookup keyed by the raw header;
+* **starlette-auth**: Starlette's ``AuthenticationMiddleware`` with a backend that
+  keeps a ``cachetools.TTLCache`` keyed by blake2b(token) (the hand-rolled choice);
+* **iamscope hit**: ``IAMScopeMiddleware`` with the token cached (defaults, audit of
+  every decision to a background thread);
+* **iamscope hit, no audit**: the same with a sink that drops events;
+* **iamscope miss**: the cache emptied before every request (full verification + resolve).
+
+Ratios are against *bare* measured in the same run, interleaved. DESIGN.md budget:
+cache hit ≤ 1.10x of bare in-process.
+
+    .venv/bin/python benchmarks/bench_middleware.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cachetools import TTLCache
+from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from iamscope import IAMScope, IAMScopeMiddleware
+from iamscope.audit import AuditRecord
+from iamscope.policy import PolicyStore
+from iamscope.testing import LocalIssuer
+
+README = Path(__file__).with_name("README.md")
+START, END = "<!-- middleware:start -->", "<!-- middleware:end -->"
+POLICY = {
+    "version": "bench",
+    "attributes": {"region": {"multi": True}},
+    "roles": {"analyst": {"permissions": ["sales:read"], "rows": {"sales": {"region": "$region"}}}},
+    "bindings": [
+        {"groups": ["sales-east"], "roles": ["analyst"], "attributes": {"region": ["east"]}}
+    ],
+}
+
+
+async def endpoint(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+def starlette_app(middleware: list[Middleware] | None = None) -> Any:
+    return Starlette(routes=[Route("/", endpoint)], middleware=middleware or [])
+
+
+class Floor:
+    """The cheapest possible check: one dict lookup keyed by the raw header."""
+
+    def __init__(self, app: Any, known: dict[bytes, object]) -> None:
+        self.app, self.known = app, known
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    scope["user"] = self.known.get(value)
+        await self.app(scope, receive, send)
+
+
+class TTLBackend(AuthenticationBackend):
+    def __init__(self, verify: Any) -> None:
+        self.cache: TTLCache[bytes, Any] = TTLCache(maxsize=100_000, ttl=300)
+        self.verify = verify
+
+    async def authenticate(self, conn: HTTPConnection) -> Any:
+        header = conn.headers.get("authorization")
+        if header is None:
+            return None
+        key = hashlib.blake2b(header.encode()).digest()
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = await self.verify(header.split(" ", 1)[1])
+        return AuthCredentials(["authenticated"]), SimpleUser(found.subject)
+
+
+class NullSink:
+    def emit(self, record: AuditRecord) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def call(app: Any, headers: list[tuple[bytes, bytes]]) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def per_request(
+    app: Any, headers: list[tuple[bytes, bytes]], n: int, before: Any = None
+) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        if before is not None:
+            before()
+        await call(app, headers)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+async def measure(rounds: int, n: int) -> dict[str, list[float]]:
+    with LocalIssuer() as issuer:
+        token = issuer.mint(groups=["sales-east"], exp=int(time.time()) + 3600)
+        headers = [(b"host", b"test"), (b"authorization", f"Bearer {token}".encode())]
+        iam = IAMScope([issuer.issuer_config()], PolicyStore(POLICY), hash_key=b"k" * 32)
+        quiet = IAMScope(
+            [issuer.issuer_config()], PolicyStore(POLICY), hash_key=b"k" * 32, audit=NullSink()
+        )
+        apps = {
+            "bare": starlette_app(),
+            "floor": Floor(starlette_app(), {headers[1][1]: object()}),
+            "starlette-auth": starlette_app(
+                [
+                    Middleware(
+                        AuthenticationMiddleware, backend=TTLBackend(iam.async_verifier.verify)
+                    )
+                ]
+            ),
+            "iamscope hit": IAMScopeMiddleware(starlette_app(), iam),
+            "iamscope hit, no audit": IAMScopeMiddleware(starlette_app(), quiet),
+            "iamscope miss": IAMScopeMiddleware(starlette_app(), quiet),
+        }
+        for name, app in apps.items():  # warm every cache; every contender must answer 200
+            assert await call(app, headers) == 200, name
+        results: dict[str, list[float]] = {name: [] for name in apps}
+        for r in range(rounds):
+            order = list(apps) if r % 2 == 0 else list(reversed(apps))
+            for name in order:
+                count = n // 20 if name == "iamscope miss" else n
+                before = quiet.cache.clear if name == "iamscope miss" else None
+                results[name].append(await per_request(apps[name], headers, count, before))
+        iam.close()
+        quiet.close()
+    return results
+
+
+def render(results: dict[str, list[float]]) -> str:
+    bare = results["bare"]
+    rows = ["| contender | median µs/request | min-max | vs bare |", "|---|---:|---:|---:|"]
+    for name, times in results.items():
+        ratio = statistics.median(t / b for t, b in zip(times, bare, strict=True))
+        rows.append(
+            f"| {name} | {statistics.median(times):.1f} | {min(times):.1f}-"
+            f"{max(times):.1f} | {ratio:.2f}x |"
+        )
+    hit = statistics.median(t / b for t, b in zip(results["iamscope hit"], bare, strict=True))
+    rows += [
+        "",
+        f"Cache hit with defaults: {hit:.2f}x of bare "
+        f"(budget ≤ 1.10x: {'met' if hit <= 1.10 else 'NOT met'}). "
+        f"Python {sys.version.split()[0]}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+    ]
+    return "\n".join(rows)
+
+
+def write_readme(block: str) -> None:
+    text = README.read_text()
+    if START not in text:
+        intro = (__doc__ or "").split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
+        text = (
+            text.rstrip("\n")
+            + f"\n\n## Middleware (`bench_middleware.py`)\n\n{intro}\n\n{START}\n{END}\n"
+        )
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="middleware cost vs baselines, in-process")
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args(argv)
+    block = render(asyncio.run(measure(args.rounds, args.requests)))
+    print(block)
+    if args.write:
+        write_readme(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
