@@ -1,8 +1,4 @@
-"""The verifier by hand in a Starlette app: the smallest thing that protects a route.
-
-The enforcement middleware (one line, answers per RFC 6750 / RFC 9457) replaces this
-hand-written mapping; until then this shows the pieces and the answers they imply:
-401 for any token fault, 400 for an ambiguous request, 503 when keys are unavailable.
+"""The three lines that protect an existing Starlette app, and one decorator.
 
 Run against a local issuer::
 
@@ -11,33 +7,38 @@ Run against a local issuer::
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from iamscope import AsyncTokenVerifier, IAMScopeError, IssuerConfig, extract_from_headers
+from iamscope import IAMScope, IAMScopeMiddleware, IssuerConfig, current, require
+from iamscope.policy import PolicyStore
+
+POLICY = {
+    "version": "example",
+    "roles": {"analyst": {"permissions": ["sales:read"]}},
+    "bindings": [{"groups": ["sales-east"], "roles": ["analyst"], "owner": "sales"}],
+}
 
 
-def create_app(issuer: IssuerConfig) -> Starlette:
-    verifier = AsyncTokenVerifier([issuer])
+async def whoami(request: Request) -> JSONResponse:
+    access = current()  # also request.state.access
+    assert access is not None
+    return JSONResponse({"roles": sorted(access.roles), "owner": access.owner})
 
-    async def whoami(request: Request) -> JSONResponse:
-        try:
-            token = extract_from_headers(request.scope["headers"], issuer.token_source)
-            principal = await verifier.verify(token)
-        except IAMScopeError as exc:
-            return JSONResponse(
-                {"code": exc.code, "detail": exc.message},
-                status_code=exc.status,
-                media_type="application/problem+json",
-                headers={"www-authenticate": f'Bearer error="{exc.error}"'} if exc.error else {},
-            )
-        return JSONResponse(
-            {"issuer": principal.issuer, "kind": principal.kind, "groups": sorted(principal.groups)}
-        )
 
-    return Starlette(routes=[Route("/whoami", whoami)])
+@require(permission="sales:read")
+async def sales(request: Request) -> JSONResponse:
+    return JSONResponse({"rows": ["east-1", "east-2"]})
+
+
+def create_app(issuer: IssuerConfig) -> Any:
+    app = Starlette(routes=[Route("/whoami", whoami), Route("/sales", sales)])
+    iam = IAMScope([issuer], PolicyStore(POLICY))  # 1. who we trust, what they may do
+    return IAMScopeMiddleware(app, iam)  # 2. every request is checked
 
 
 if __name__ == "__main__":  # pragma: no cover - manual run
@@ -50,11 +51,12 @@ if __name__ == "__main__":  # pragma: no cover - manual run
     async def main(idp: LocalIssuer) -> None:
         transport = httpx.ASGITransport(app=create_app(idp.issuer_config("corp")))
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            token = idp.mint(groups=["sales-east"])
-            print(
-                (await client.get("/whoami", headers={"authorization": f"Bearer {token}"})).json()
-            )
-            print((await client.get("/whoami")).json())
+            for groups in (["sales-east"], ["marketing"]):
+                token = idp.mint(groups=groups)
+                for path in ("/whoami", "/sales"):
+                    answer = await client.get(path, headers={"authorization": f"Bearer {token}"})
+                    print(groups, path, answer.status_code, answer.json())
+            print("no token", (await client.get("/whoami")).json())
 
     with LocalIssuer() as idp:
         asyncio.run(main(idp))

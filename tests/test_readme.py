@@ -18,7 +18,8 @@ def blocks(lang: str) -> list[str]:
 
 
 @pytest.mark.parametrize("code", blocks("python"))
-def test_python_blocks_run(code: str) -> None:
+def test_python_blocks_run(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(README.parent)  # snippets name files relative to the repository
     exec(compile(code, str(README), "exec"), {})  # noqa: S102 - our own README
 
 
