@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from iamscope.enforce import IAMScope, _current, denial
+from iamscope.enforce import Decision, IAMScope, _current
 from iamscope.errors import AccessDenied, IAMScopeError, TokenError
 
 __all__ = ["IAMScopeMiddleware"]
@@ -42,11 +42,15 @@ class IAMScopeMiddleware:
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "WEBSOCKET")
-        decision = await self.iamscope.decide_async(scope["headers"], method, path)
+        found = self.iamscope.decide_now(scope["headers"], method, path)
+        if isinstance(found, tuple) and not isinstance(found, Decision):
+            found = await self.iamscope.decide_async(scope["headers"], method, path, pending=found)
+        decision = found
         if not decision.allowed:
             error = decision.error or IAMScopeError("denied")
-            await _refuse(kind, send, error, decision.decision_id, self.iamscope.realm)
+            await _refuse(kind, send, error, decision.decision_id, self.iamscope)
             return
+        scope["iamscope"] = self.iamscope  # for decorators: the app's answer hook
         scope["iamscope.decision"] = decision
         scope["iamscope.access"] = decision.access
         scope.setdefault("state", {})["access"] = decision.access
@@ -64,20 +68,20 @@ class IAMScopeMiddleware:
         except (AccessDenied, TokenError) as exc:  # from require(...) or a dependency
             if started:
                 raise
-            await _refuse(kind, send, exc, decision.decision_id, self.iamscope.realm)
+            await _refuse(kind, send, exc, decision.decision_id, self.iamscope)
         finally:
             _current.reset(token)
 
 
 async def _refuse(
-    kind: str, send: Send, error: IAMScopeError, decision_id: str, realm: str
+    kind: str, send: Send, error: IAMScopeError, decision_id: str, iamscope: IAMScope
 ) -> None:
     if kind == "websocket":
         # Closing before accept makes the server answer the handshake with 403.
         await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
         return
     requirement = error.requirement if isinstance(error, AccessDenied) else None
-    status, headers, body = denial(error, decision_id, realm=realm, scope=requirement)
+    status, headers, body = iamscope.answer(error, decision_id, scope=requirement)
     await send(
         {
             "type": "http.response.start",

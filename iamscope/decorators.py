@@ -161,7 +161,8 @@ def require(
 def _answer(first: Any, error: IAMScopeError) -> Any:
     module = type(first).__module__ if first is not None else ""
     decision_id = _decision_id()
-    status, headers, body = denial(error, decision_id, scope=_scope(error))
+    render = _answer_hook(first)
+    status, headers, body = render(error, decision_id, scope=_scope(error))
     if module.startswith("starlette") or module.startswith("fastapi"):
         from starlette.responses import Response
 
@@ -177,6 +178,22 @@ def _answer(first: Any, error: IAMScopeError) -> Any:
     if flask_response is not None:
         return flask_response
     raise error
+
+
+def _answer_hook(first: Any) -> Any:
+    """The application's answer hook, found where the middleware left it."""
+    for holder in (getattr(first, "scope", None), getattr(first, "META", None), _flask_environ()):
+        if isinstance(holder, dict) and "iamscope" in holder:
+            return holder["iamscope"].answer
+    return denial
+
+
+def _flask_environ() -> Any:
+    try:
+        import flask
+    except ImportError:
+        return None
+    return flask.request.environ if flask.has_request_context() else None
 
 
 def _flask_abort(status: int, headers: list[tuple[str, str]], body: bytes) -> Any:

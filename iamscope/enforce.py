@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import json
 import os
@@ -47,6 +48,8 @@ from iamscope.tokens.verify import Clock, Verifier
 __all__ = ["Decision", "IAMScope", "current", "denial"]
 
 Headers = Sequence[tuple[bytes, bytes]]
+#: A hook to render refusals your way; the default is :func:`denial`.
+Answer = Callable[..., tuple[int, list[tuple[str, str]], bytes]]
 
 _current: contextvars.ContextVar[Access | None] = contextvars.ContextVar(
     "iamscope_access", default=None
@@ -99,6 +102,7 @@ class IAMScope:
         public_prefixes: Iterable[str] = (),
         optional: bool = False,
         realm: str = "iamscope",
+        answer: Answer | None = None,
     ) -> None:
         self.core = Verifier(issuers, clock=clock, key_policy=key_policy)
         self.verifier = TokenVerifier(self.core)
@@ -113,6 +117,8 @@ class IAMScope:
         self.public_prefixes = tuple(public_prefixes)
         self.optional = optional
         self.realm = realm
+        #: Renders refusals: (error, decision_id, scope) → (status, headers, body).
+        self.answer: Answer = answer or functools.partial(denial, realm=realm)
         # One source per distinct place tokens arrive, in issuer order.
         self.sources: tuple[Source, ...] = tuple(
             dict.fromkeys(cfg.token_source for cfg in self.core.issuers)
@@ -169,16 +175,34 @@ class IAMScope:
                 del self._sync_flights[key]
         return self._audited(decision, method, path)
 
-    async def decide_async(
+    def decide_now(
         self, headers: Headers, method: str = "GET", path: str = "/"
-    ) -> Decision:
+    ) -> Decision | tuple[bytes, str]:
+        """The decision when no I/O is needed (cache hits, missing or malformed
+        credentials), else ``(key, token)`` to hand to :meth:`decide_async`. Lets the
+        ASGI middleware answer cache hits without creating a coroutine."""
         found = self._lookup(headers)
         if isinstance(found, Decision):
             return self._audited(found, method, path)
-        key, token = found
-        pending = self._async_flights.get(key)
-        if pending is not None and pending.get_loop() is asyncio.get_running_loop():
-            decision = await asyncio.shield(pending)
+        return found
+
+    async def decide_async(
+        self,
+        headers: Headers,
+        method: str = "GET",
+        path: str = "/",
+        *,
+        pending: tuple[bytes, str] | None = None,
+    ) -> Decision:
+        if pending is None:
+            found = self._lookup(headers)
+            if isinstance(found, Decision):
+                return self._audited(found, method, path)
+            pending = found
+        key, token = pending
+        flight = self._async_flights.get(key)
+        if flight is not None and flight.get_loop() is asyncio.get_running_loop():
+            decision = await asyncio.shield(flight)
             return self._audited(_again(decision), method, path)
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._async_flights[key] = future

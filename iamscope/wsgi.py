@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from iamscope.enforce import IAMScope, _current, denial
+from iamscope.enforce import IAMScope, _current
 from iamscope.errors import IAMScopeError
 
 __all__ = ["IAMScopeWSGIMiddleware"]
@@ -51,9 +51,10 @@ class IAMScopeWSGIMiddleware:
         decision = self.iamscope.decide(headers, environ.get("REQUEST_METHOD", "GET"), path)
         if not decision.allowed:
             error = decision.error or IAMScopeError("denied")
-            status, answer, body = denial(error, decision.decision_id, realm=self.iamscope.realm)
+            status, answer, body = self.iamscope.answer(error, decision.decision_id)
             start_response(f"{status} {_REASONS.get(status, '')}".rstrip(), answer)
             return [body]
+        environ["iamscope"] = self.iamscope  # for decorators: the app's answer hook
         environ["iamscope.decision"] = decision
         environ["iamscope.access"] = decision.access
         token = _current.set(decision.access)

@@ -450,3 +450,34 @@ def test_optional_mode_lets_anonymous_through_and_decorators_decide(
     assert get(app, "/sales").status_code == 401  # the decorator asks for credentials
     assert get(app, "/whoami", "garbage.token.x").status_code == 401  # bad tokens still fail
     iam.close()
+
+
+def test_answers_can_be_customised(local_issuer: LocalIssuer, sink: ListSink) -> None:
+    def answer(error: Any, decision_id: str, scope: str | None = None) -> Any:
+        body = json.dumps({"error": error.code, "id": decision_id}).encode()
+        return error.status, [("content-type", "application/json"), ("x-denied", "1")], body
+
+    iam = IAMScope(
+        [local_issuer.issuer_config("corp")],
+        PolicyStore(POLICY),
+        audit=sink,
+        hash_key=b"k" * 32,
+        answer=answer,
+    )
+    app = make_app(iam)
+    response = get(app, "/whoami")
+    assert response.status_code == 401 and response.headers["x-denied"] == "1"
+    assert response.json()["error"] == "token_missing"
+    denied = get(app, "/admin", local_issuer.mint(groups=["sales-east"]))
+    assert denied.status_code == 403 and denied.json()["error"] == "role_required"
+    iam.close()
+
+
+def test_cache_hits_are_answered_without_io(iam: IAMScope, local_issuer: LocalIssuer) -> None:
+    token = local_issuer.mint(groups=["sales-east"])
+    headers = [(b"authorization", f"Bearer {token}".encode())]
+    first = iam.decide_now(headers)
+    assert isinstance(first, tuple) and not hasattr(first, "allowed")  # needs a verification
+    assert asyncio.run(iam.decide_async(headers)).cache == "miss"
+    hit = iam.decide_now(headers)
+    assert getattr(hit, "allowed", False) and getattr(hit, "cache", None) == "hit"
