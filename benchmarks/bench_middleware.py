@@ -9,6 +9,8 @@ the loop) through:
   keeps a ``cachetools.TTLCache`` keyed by blake2b(token) (the hand-rolled choice);
 * **iamscope hit**: ``IAMScopeMiddleware`` with the token cached (defaults, audit of
   every decision to a background thread);
+* **iamscope hit, summary**: allowed hits summarised (``audit_hits="summary"``), denials
+  and misses still one event each;
 * **iamscope hit, no audit**: the same with a sink that drops events;
 * **iamscope miss**: the cache emptied before every request (full verification + resolve).
 
@@ -149,6 +151,12 @@ async def measure(rounds: int, n: int) -> dict[str, list[float]]:
         quiet = IAMScope(
             [issuer.issuer_config()], PolicyStore(POLICY), hash_key=b"k" * 32, audit=NullSink()
         )
+        summary = IAMScope(
+            [issuer.issuer_config()],
+            PolicyStore(POLICY),
+            hash_key=b"k" * 32,
+            audit_hits="summary",
+        )
         apps = {
             "bare": starlette_app(),
             "floor": Floor(starlette_app(), {headers[1][1]: object()}),
@@ -160,6 +168,7 @@ async def measure(rounds: int, n: int) -> dict[str, list[float]]:
                 ]
             ),
             "iamscope hit": IAMScopeMiddleware(starlette_app(), iam),
+            "iamscope hit, summary": IAMScopeMiddleware(starlette_app(), summary),
             "iamscope hit, no audit": IAMScopeMiddleware(starlette_app(), quiet),
             "iamscope miss": IAMScopeMiddleware(starlette_app(), quiet),
         }
@@ -173,6 +182,7 @@ async def measure(rounds: int, n: int) -> dict[str, list[float]]:
                 before = quiet.cache.clear if name == "iamscope miss" else None
                 results[name].append(await per_request(apps[name], headers, count, before))
         iam.close()
+        summary.close()
         quiet.close()
     return results
 

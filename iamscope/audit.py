@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditRecord",
     "AuditSink",
+    "HitSummary",
     "ListSink",
     "LoggerSink",
     "SubjectHasher",
@@ -69,6 +70,7 @@ class AuditRecord(NamedTuple):
     time: float
     trace: tuple[int, int] | None  # (trace_id, span_id) of the span current at decision
     hasher: SubjectHasher
+    hits: int = 1  # > 1: a summary of identical allowed cache hits (see HitSummary)
 
 
 def _trace_ids() -> tuple[int, int] | None:
@@ -104,6 +106,7 @@ def to_event(record: AuditRecord) -> dict[str, Any]:
         "span_id": f"{record.trace[1]:016x}" if record.trace else None,
         "policy_version": access.policy_version if access is not None else None,
         "cache": d.cache,
+        "count": record.hits,
     }
 
 
@@ -178,3 +181,52 @@ class ListSink:
 
     def close(self) -> None:
         pass
+
+
+class HitSummary:
+    """Counts allowed cache hits per (identity, method, path) and hands the sink one
+    record per group every ``interval`` seconds: the per-request cost is a dict update,
+    not a JSON event. Denials never go through here; they are always recorded one by one.
+    """
+
+    def __init__(
+        self,
+        sink: AuditSink,
+        hasher: SubjectHasher,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink, self._hasher, self._clock = sink, hasher, clock
+        self._counts: dict[tuple[int, str, str], list[Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(interval,), name="iamscope-audit-summary", daemon=True
+        )
+        self._thread.start()
+
+    def add(self, decision: Decision, method: str, path: str) -> None:
+        key = (id(decision.principal), method, path)
+        with self._lock:
+            found = self._counts.get(key)
+            if found is None:
+                self._counts[key] = [decision, 1]
+            else:
+                found[1] += 1
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        now = self._clock()
+        for (_, method, path), (decision, count) in counts.items():
+            self._sink.emit(AuditRecord(decision, method, path, now, None, self._hasher, count))
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.flush()

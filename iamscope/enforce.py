@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
-from iamscope.audit import AuditSink, LoggerSink, SubjectHasher, audit_event
+from iamscope.audit import AuditSink, HitSummary, LoggerSink, SubjectHasher, audit_event
 from iamscope.cache import CacheSettings, RevocationStore, TokenCache, digest
 from iamscope.config import Config, load_config
 from iamscope.errors import (
@@ -96,7 +96,8 @@ class IAMScope:
         revocations: RevocationStore | None = None,
         key_policy: KeyPolicy | None = None,
         audit: AuditSink | None = None,
-        audit_hits: float = 1.0,
+        audit_hits: float | Literal["summary"] = 1.0,
+        summary_interval: float = 60.0,
         hash_key: bytes | None = None,
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = (),
@@ -113,6 +114,11 @@ class IAMScope:
         self.audit = audit if audit is not None else LoggerSink()
         self.audit_hits = audit_hits
         self.hasher = SubjectHasher(hash_key)
+        self._summary = (
+            HitSummary(self.audit, self.hasher, interval=summary_interval, clock=clock)
+            if audit_hits == "summary"
+            else None
+        )
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
         self.optional = optional
@@ -290,8 +296,13 @@ class IAMScope:
         return Decision(False, _decision_id(), "miss", error=error)
 
     def _audited(self, decision: Decision, method: str, path: str) -> Decision:
-        if not decision.allowed or decision.cache != "hit" or _sampled(self.audit_hits):
-            self.audit.emit(audit_event(decision, method, path, self.hasher, self.clock()))
+        if decision.allowed and decision.cache == "hit":
+            if self._summary is not None:
+                self._summary.add(decision, method, path)
+                return decision
+            if not _sampled(self.audit_hits):
+                return decision
+        self.audit.emit(audit_event(decision, method, path, self.hasher, self.clock()))
         return decision
 
     def _sync_flight(self, key: bytes) -> threading.Lock:
@@ -303,6 +314,8 @@ class IAMScope:
 
     def close(self) -> None:
         self.verifier.close()
+        if self._summary is not None:
+            self._summary.close()
         self.audit.close()
 
 
@@ -318,8 +331,8 @@ def _again(decision: Decision) -> Decision:
     )
 
 
-def _sampled(rate: float) -> bool:
-    if rate >= 1.0:
+def _sampled(rate: float | str) -> bool:
+    if not isinstance(rate, float | int) or rate >= 1.0:
         return True
     if rate <= 0.0:
         return False

@@ -481,3 +481,28 @@ def test_cache_hits_are_answered_without_io(iam: IAMScope, local_issuer: LocalIs
     assert asyncio.run(iam.decide_async(headers)).cache == "miss"
     hit = iam.decide_now(headers)
     assert getattr(hit, "allowed", False) and getattr(hit, "cache", None) == "hit"
+
+
+def test_allowed_hits_can_be_summarised(local_issuer: LocalIssuer, sink: ListSink) -> None:
+    iam = IAMScope(
+        [local_issuer.issuer_config("corp")],
+        PolicyStore(POLICY),
+        audit=sink,
+        hash_key=b"k" * 32,
+        audit_hits="summary",
+        summary_interval=3600,
+    )
+    app = make_app(iam)
+    token = local_issuer.mint(sub="alice", groups=["sales-east"])
+    for _ in range(5):
+        assert get(app, "/whoami", token).status_code == 200
+    assert get(app, "/whoami").status_code == 401
+    # The miss and the denial are recorded at once; the four hits wait for the summary.
+    assert [(e["cache"], e["decision"], e["count"]) for e in sink.events] == [
+        ("miss", "allow", 1),
+        ("none", "deny", 1),
+    ]
+    iam.close()
+    summary = sink.events[-1]
+    assert (summary["cache"], summary["decision"], summary["count"]) == ("hit", "allow", 4)
+    assert summary["path"] == "/whoami" and summary["roles"] == ["analyst"]
