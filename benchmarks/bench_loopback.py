@@ -1,0 +1,169 @@
+"""Requests per second over loopback: uvicorn serving the same one-route Starlette app
+bare and behind IAMScopeMiddleware (cache hit), loaded by wrk on 127.0.0.1.
+
+wrk comes from Debian's packages (``apt-get install wrk``); the script refuses to run
+without it rather than measure something else. Each contender runs in its own uvicorn
+process (one worker) and is loaded in turn, alternating, so drift hits both alike.
+
+    .venv/bin/python benchmarks/bench_loopback.py [--write] [--seconds 5] [--rounds 3]
+
+DESIGN.md budget: a cache hit keeps ≥ 0.90 of the bare app's requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+README = Path(__file__).with_name("README.md")
+START, END = "<!-- loopback:start -->", "<!-- loopback:end -->"
+
+APP = """
+import os, json
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def endpoint(request):
+    return JSONResponse({"ok": True})
+
+app = Starlette(routes=[Route("/", endpoint)])
+if os.environ.get("BENCH_IAMSCOPE"):
+    from iamscope import IAMScope, IAMScopeMiddleware, IssuerConfig
+    from iamscope.policy import PolicyStore
+    issuer = IssuerConfig(name="bench", issuer=os.environ["BENCH_ISSUER"],
+                          audience=("api://local",), jwks_uri=os.environ["BENCH_JWKS"])
+    policy = {"version": "bench", "roles": {"r": {"permissions": ["x:read"]}},
+              "bindings": [{"groups": ["g"], "roles": ["r"]}]}
+    iam = IAMScope([issuer], PolicyStore(policy), hash_key=b"k" * 32,
+                   audit_hits=os.environ.get("BENCH_AUDIT", "summary"))
+    app = IAMScopeMiddleware(app, iam)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"uvicorn on port {port} did not start")
+
+
+def start(app_dir: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=app_dir,
+        env={**os.environ, **env},
+    )
+    wait_for(port)
+    return process, port
+
+
+def wrk(port: int, seconds: int, header: str | None) -> float:
+    command = ["wrk", "-t1", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
+    if header:
+        command[1:1] = ["-H", header]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if match is None or non2xx is not None:
+        raise SystemExit(f"wrk run failed or saw errors:\n{out}")
+    return float(match.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="loopback requests/s, bare vs iamscope hit")
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    from iamscope.testing import LocalIssuer
+
+    with LocalIssuer() as issuer, tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "bench_app.py").write_text(APP)
+        token = issuer.mint(groups=["g"], exp=int(time.time()) + 3600)
+        header = f"Authorization: Bearer {token}"
+        env = {
+            "BENCH_ISSUER": issuer.url,
+            "BENCH_JWKS": issuer.jwks_uri,
+            "PYTHONPATH": os.pathsep.join([tmp, str(Path(__file__).resolve().parents[1])]),
+        }
+        bare, bare_port = start(tmp, env)
+        iam, iam_port = start(tmp, {**env, "BENCH_IAMSCOPE": "1"})
+        try:
+            wrk(bare_port, 1, None)
+            wrk(iam_port, 1, header)  # warm: the first request verifies and caches
+            results: dict[str, list[float]] = {"bare": [], "iamscope hit": []}
+            for r in range(args.rounds):
+                runs = [("bare", bare_port, None), ("iamscope hit", iam_port, header)]
+                for name, port, hdr in runs if r % 2 == 0 else reversed(runs):
+                    results[name].append(wrk(port, args.seconds, hdr))
+        finally:
+            for process in (bare, iam):
+                process.terminate()
+                process.wait(timeout=10)
+    ratio = statistics.median(results["iamscope hit"]) / statistics.median(results["bare"])
+    block = "\n".join(
+        ["| contender | requests/s (median) | min-max |", "|---|---:|---:|"]
+        + [
+            f"| {name} | {statistics.median(v):,.0f} | {min(v):,.0f}-{max(v):,.0f} |"
+            for name, v in results.items()
+        ]
+        + [
+            "",
+            f"iamscope hit keeps {ratio:.2f} of bare's requests/s (budget ≥ 0.90: "
+            f"{'met' if ratio >= 0.90 else 'NOT met'}); wrk -t1 -c16, {args.seconds} s x "
+            f"{args.rounds} rounds, uvicorn 1 worker each, allowed hits summarised; "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        ]
+    )
+    print(block)
+    if args.write:
+        text = README.read_text()
+        if START not in text:
+            intro = (__doc__ or "").split("\n\n", 1)[0]
+            text = (
+                text.rstrip("\n")
+                + f"\n\n## Loopback (`bench_loopback.py`)\n\n{intro}\n\n{START}\n{END}\n"
+            )
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
