@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-README = Path(__file__).with_name("README.md")
-START, END = "<!-- loopback:start -->", "<!-- loopback:end -->"
+from _readme import write_section
 
 APP = """
 import os, json
@@ -152,16 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(block)
     if args.write:
-        text = README.read_text()
-        if START not in text:
-            intro = (__doc__ or "").split("\n\n", 1)[0]
-            text = (
-                text.rstrip("\n")
-                + f"\n\n## Loopback (`bench_loopback.py`)\n\n{intro}\n\n{START}\n{END}\n"
-            )
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+        intro = (__doc__ or "").split("\n\n", 1)[0]
+        write_section("loopback", "Loopback (`bench_loopback.py`)", intro, block)
     return 0
 
 

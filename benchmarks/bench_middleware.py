@@ -28,9 +28,9 @@ import hashlib
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from _readme import write_section
 from cachetools import TTLCache
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
@@ -45,8 +45,6 @@ from iamscope.audit import AuditRecord
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer
 
-README = Path(__file__).with_name("README.md")
-START, END = "<!-- middleware:start -->", "<!-- middleware:end -->"
 POLICY = {
     "version": "bench",
     "attributes": {"region": {"multi": True}},
@@ -207,16 +205,8 @@ def render(results: dict[str, list[float]]) -> str:
 
 
 def write_readme(block: str) -> None:
-    text = README.read_text()
-    if START not in text:
-        intro = (__doc__ or "").split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
-        text = (
-            text.rstrip("\n")
-            + f"\n\n## Middleware (`bench_middleware.py`)\n\n{intro}\n\n{START}\n{END}\n"
-        )
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    intro = (__doc__ or "").split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
+    write_section("middleware", "Middleware (`bench_middleware.py`)", intro, block)
 
 
 def main(argv: list[str] | None = None) -> int:

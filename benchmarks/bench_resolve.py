@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import casbin
+from _readme import write_section
 
 from iamscope.policy import CompiledPolicy, policy_from_mapping
 from iamscope.tokens import Principal
 
-README = Path(__file__).with_name("README.md")
-START, END = "<!-- resolve:start -->", "<!-- resolve:end -->"
 SIZES = (100, 10_000, 100_000)
 ROLES = 1000
 GROUPS_PER_PRINCIPAL = 5
@@ -170,16 +169,8 @@ def render(results: dict[int, dict[str, list[float]]]) -> str:
 
 
 def write_readme(block: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if START not in text:
-        text = text.rstrip("\n") + (
-            "\n\n## Policy resolution (`bench_resolve.py`)\n\n"
-            + (__doc__ or "").split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
-            + f"\n\n{START}\n{END}\n"
-        )
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    intro = (__doc__ or "").split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
+    write_section("resolve", "Policy resolution (`bench_resolve.py`)", intro, block)
 
 
 def main(argv: list[str] | None = None) -> int:

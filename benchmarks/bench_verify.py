@@ -41,6 +41,7 @@ from typing import Any
 
 import cryptography
 import jwt
+from _readme import write_section
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -346,12 +347,9 @@ def render(cases: list[Case], results: dict[str, Timings]) -> tuple[str, list[st
 
 
 def write_readme(block: str) -> None:
-    text = README.read_text() if README.exists() else INTRO
-    if START not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    if not README.exists():
+        README.write_text(INTRO)
+    write_section("verify", "Cold verification (`bench_verify.py`)", "", block)
 
 
 def main(argv: list[str] | None = None) -> int:
