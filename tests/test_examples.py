@@ -36,3 +36,62 @@ def test_whoami_example_answers_by_the_rules(local_issuer: LocalIssuer) -> None:
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"] == 'Bearer realm="iamscope", error="invalid_token"'
     assert expired not in answer.text
+
+
+def _iam(issuer: LocalIssuer) -> Any:
+    from iamscope import IAMScope
+    from iamscope.policy import PolicyStore
+
+    policy = {
+        "version": "example",
+        "roles": {"analyst": {"permissions": ["sales:read"], "rows": {"sales": "all"}}},
+        "bindings": [{"groups": ["sales-east"], "roles": ["analyst"], "owner": "sales"}],
+    }
+    return IAMScope(
+        [issuer.issuer_config("corp")],
+        PolicyStore(policy),
+        hash_key=b"k" * 32,
+        public_paths=("/openapi.json", "/docs"),
+    )
+
+
+def test_flask_example(local_issuer: LocalIssuer) -> None:
+    from examples.flask_app.app import create_app as create_flask
+
+    app = create_flask(_iam(local_issuer))
+    transport = httpx.WSGITransport(app=app)
+    with httpx.Client(transport=transport, base_url="http://test") as client:
+        analyst = {"authorization": f"Bearer {local_issuer.mint(groups=['sales-east'])}"}
+        other = {"authorization": f"Bearer {local_issuer.mint(groups=['marketing'])}"}
+        assert client.get("/whoami", headers=analyst).json() == {
+            "roles": ["analyst"],
+            "owner": "sales",
+        }
+        assert client.get("/sales", headers=analyst).json() == {"rows": ["east-1"]}
+        assert client.get("/sales", headers=other).status_code == 403
+        assert client.get("/whoami").status_code == 401
+
+
+def test_fastapi_example(local_issuer: LocalIssuer) -> None:
+    from examples.fastapi_app.app import create_app as create_fastapi
+
+    app = create_fastapi(_iam(local_issuer))
+    analyst = local_issuer.mint(groups=["sales-east"])
+    assert get(app, "/sales", analyst).json() == {"rows": ["east-1"], "plan": "all"}
+    assert get(app, "/sales", local_issuer.mint(groups=["marketing"])).status_code == 403
+    assert get(app, "/whoami").status_code == 401
+    assert "iamscope" in get(app, "/openapi.json").json()["components"]["securitySchemes"]
+
+
+def test_examples_load_their_config_from_the_environment(
+    monkeypatch: Any, local_issuer: LocalIssuer
+) -> None:
+    from pathlib import Path
+
+    from examples.flask_app.app import create_app as create_flask
+
+    config = Path(__file__).resolve().parent.parent / "examples" / "policy" / "iamscope.yaml"
+    monkeypatch.setenv("IAMSCOPE_CONFIG", str(config))
+    app = create_flask()
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://t") as client:
+        assert client.get("/whoami").json()["code"] == "token_missing"
