@@ -7,6 +7,11 @@ from pathlib import Path
 README = Path(__file__).with_name("README.md")
 
 
+def intro_of(doc: str | None) -> str:
+    """A benchmark docstring without its first paragraph and its usage line."""
+    return (doc or "").split("\n\n", 1)[-1].rsplit("\n\n", 1)[0]
+
+
 def write_section(name: str, heading: str, intro: str, block: str) -> None:
     """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->``;
     a section seen for the first time is appended under ``heading`` with ``intro``."""

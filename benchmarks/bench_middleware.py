@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from _readme import write_section
+from _readme import intro_of, write_section
 from cachetools import TTLCache
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
@@ -205,8 +205,7 @@ def render(results: dict[str, list[float]]) -> str:
 
 
 def write_readme(block: str) -> None:
-    intro = (__doc__ or "").split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
-    write_section("middleware", "Middleware (`bench_middleware.py`)", intro, block)
+    write_section("middleware", "Middleware (`bench_middleware.py`)", intro_of(__doc__), block)
 
 
 def main(argv: list[str] | None = None) -> int:

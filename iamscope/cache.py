@@ -18,7 +18,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from iamscope.errors import IAMScopeError
@@ -104,8 +104,6 @@ class Entry:
     principal: Principal | None = None
     access: Access | None = None
     error: IAMScopeError | None = None
-    #: Span/audit attributes derived once per entry (filled by telemetry, if any).
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 class TokenCache:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from iamscope.config import Config, load_config, parse_text
+from iamscope.config import Config, load_config, parse_text, read_text
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access, describe_plan
 from iamscope.policy.loader import load_policy
@@ -66,18 +66,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 def _load(path: Path) -> tuple[Config | None, Policy]:
     """A config file (issuers + policy) or a policy file on its own."""
-    data = parse_text(_read(path), str(path))
+    data = parse_text(read_text(path), str(path))
     if isinstance(data, Mapping) and "issuers" in data:
         config = load_config(path)
         return config, load_policy(path, issuers=config.issuers)
     return None, load_policy(path)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
 
 
 # --- lint ------------------------------------------------------------------------------
@@ -177,7 +170,7 @@ _EXPECT_KEYS = ("roles", "permissions", "rows", "traces", "owner", "attribute_mi
 
 
 def _test(path: Path, out: TextIO) -> int:
-    suite = parse_text(_read(path), str(path))
+    suite = parse_text(read_text(path), str(path))
     if not isinstance(suite, Mapping) or not isinstance(suite.get("tests"), list):
         raise ConfigError("a policy test file needs 'config' and a 'tests' list", source=str(path))
     config_path = path.parent / str(suite.get("config", ""))

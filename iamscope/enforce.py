@@ -20,6 +20,7 @@ import functools
 import itertools
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -230,12 +231,6 @@ class IAMScope:
                 del self._async_flights[key]
         return self._audited(decision, method, path)
 
-    def check(self, access: Access | None, requirement: Callable[[Access], None]) -> None:
-        """Apply a requirement (see :mod:`iamscope.decorators`); raises AccessDenied."""
-        if access is None:
-            raise TokenMissing("this resource needs credentials")
-        requirement(access)
-
     # --- the shared steps ------------------------------------------------------------
 
     def _lookup(self, headers: Headers) -> tuple[bytes, str] | Decision:
@@ -336,8 +331,6 @@ def _sampled(rate: float | str) -> bool:
         return True
     if rate <= 0.0:
         return False
-    import random
-
     return random.random() < rate  # noqa: S311 - sampling, not security
 
 

@@ -65,9 +65,6 @@ class Verifier:
         self.keys = KeyStore(self.issuers, key_policy)
         self.max_token_bytes = max(max_token_bytes, *(c.max_token_bytes for c in self.issuers))
 
-    def issuer(self, name: str) -> IssuerConfig:
-        return self._by_name[name]
-
     def verify_flow(self, token: str) -> Generator[tuple[str, str | None, int], None, Principal]:
         """Verify ``token``. When the issuer's keys need a refresh it yields
         ``(issuer name, kid, ticket)``; the shell refreshes (or joins a refresh) and

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from iamscope.config import load_config
 from iamscope.policy import (
@@ -22,43 +22,7 @@ from iamscope.policy import (
 )
 from iamscope.tokens import Principal
 
-REFERENCE = """\
-issuers:
-  - name: corp
-    issuer: https://acme.okta.com/oauth2/default
-    audience: api://analytics
-    preset: okta
-    claims: {groups: groups}
-  - name: ci
-    issuer: https://token.actions.githubusercontent.com
-    audience: https://github.com/acme
-    preset: github-actions
-
-policy:
-  version: "2026-11-22.1"
-  attributes:
-    region:  {multi: true}
-    account: {multi: false}
-  roles:
-    analyst:
-      permissions: [sales:read]
-      rows:
-        sales: {region: $region}
-      traces:
-        - {project: checkout, environments: [production], actions: [read]}
-    admin:
-      permissions: ["*"]
-      rows: {sales: all}
-      traces: [{project: "*", actions: [read, write, share]}]
-    deployer:
-      traces: [{project: checkout, environments: [staging], actions: [write]}]
-  bindings:
-    - {groups: [sales-east], roles: [analyst], attributes: {region: [east]}, owner: sales}
-    - {groups: [sales-west], roles: [analyst], attributes: {region: [west]}, owner: sales}
-    - {groups: [admins], roles: [admin], owner: platform, priority: 10}
-    - {issuer: ci, claims: {repository: acme/checkout, environment: staging},
-       roles: [deployer], owner: checkout}
-"""
+REFERENCE = Path(__file__).resolve().parents[2] / "examples" / "policy" / "iamscope.yaml"
 
 
 def principal(
@@ -77,7 +41,7 @@ def principal(
 
 @pytest.fixture(scope="module")
 def reference() -> CompiledPolicy:
-    config = load_config(yaml.safe_load(REFERENCE))
+    config = load_config(REFERENCE)
     return CompiledPolicy(load_policy(config.policy, issuers=config.issuers))
 
 
