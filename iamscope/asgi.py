@@ -34,43 +34,58 @@ class IAMScopeMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket"):
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        iam = self.iamscope
         path = scope.get("path", "")
-        if self.iamscope.is_public(path):
+        if iam.is_public(path):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "WEBSOCKET")
-        found = self.iamscope.decide_now(scope["headers"], method, path)
-        if isinstance(found, tuple) and not isinstance(found, Decision):
-            found = await self.iamscope.decide_async(scope["headers"], method, path, pending=found)
-        decision = found
-        if not decision.allowed:
-            error = decision.error or IAMScopeError("denied")
-            await _refuse(kind, send, error, decision.decision_id, self.iamscope)
-            return
-        scope["iamscope"] = self.iamscope  # for decorators: the app's answer hook
+        decision = iam.hit(scope["headers"], method, path)
+        if decision is None:
+            decision = await self._decide(scope, method, path)
+            if not decision.allowed:
+                error = decision.error or IAMScopeError("denied")
+                await _refuse(kind, send, error, decision.decision_id, iam)
+                return
+        access = decision.access
+        scope["iamscope"] = iam  # for decorators: the app's answer hook and audit
         scope["iamscope.decision"] = decision
-        scope["iamscope.access"] = decision.access
-        scope.setdefault("state", {})["access"] = decision.access
+        scope["iamscope.access"] = access
+        if "state" in scope:
+            scope["state"]["access"] = access
+        else:
+            scope["state"] = {"access": access}
         started = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            if message["type"] in ("http.response.start", "websocket.accept"):
+            if not started and message["type"] in _STARTS:
                 started = True
             await send(message)
 
-        token = _current.set(decision.access)
+        token = _current.set(access)
         try:
             await self.app(scope, receive, tracking_send)
         except (AccessDenied, TokenError) as exc:  # from require(...) or a dependency
             if started:
                 raise
-            await _refuse(kind, send, exc, decision.decision_id, self.iamscope)
+            iam.audit_denial(decision, exc, method, path)
+            await _refuse(kind, send, exc, decision.decision_id, iam)
         finally:
             _current.reset(token)
+
+    async def _decide(self, scope: Scope, method: str, path: str) -> Decision:
+        headers = scope["headers"]
+        found = self.iamscope.decide_now(headers, method, path)
+        if isinstance(found, Decision):
+            return found
+        return await self.iamscope.decide_async(headers, method, path, pending=found)
+
+
+_STARTS = frozenset(("http.response.start", "websocket.accept"))
 
 
 async def _refuse(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from iamscope.enforce import _decision_id, current, denial
+from iamscope.enforce import Decision, _decision_id, current, denial
 from iamscope.errors import (
     AccessDenied,
     IAMScopeError,
@@ -160,32 +160,52 @@ def require(
 
 def _answer(first: Any, error: IAMScopeError) -> Any:
     module = type(first).__module__ if first is not None else ""
-    decision_id = _decision_id()
-    render = _answer_hook(first)
-    status, headers, body = render(error, decision_id, scope=_scope(error))
+    holder = _holder(first)
     if module.startswith("starlette") or module.startswith("fastapi"):
         from starlette.responses import Response
 
+        status, headers, body = _refused(holder, error)
         return Response(body, status_code=status, headers=dict(headers))
     if module.startswith("django"):
         from django.http import HttpResponse
 
+        status, headers, body = _refused(holder, error)
         response = HttpResponse(body, status=status, content_type="application/problem+json")
         for key, value in headers:
             response[key] = value
         return response
-    flask_response = _flask_abort(status, headers, body)
-    if flask_response is not None:
-        return flask_response
-    raise error
+    if _flask_environ() is not None:
+        import flask
+
+        status, headers, body = _refused(holder, error)
+        return flask.Response(body, status=status, headers=headers)
+    raise error  # the ASGI middleware answers (and audits) it
 
 
-def _answer_hook(first: Any) -> Any:
-    """The application's answer hook, found where the middleware left it."""
+def _holder(first: Any) -> dict[str, Any] | None:
+    """Where the middleware left the request's decision: the ASGI scope, Django's META
+    (the WSGI environ) or Flask's environ."""
     for holder in (getattr(first, "scope", None), getattr(first, "META", None), _flask_environ()):
         if isinstance(holder, dict) and "iamscope" in holder:
-            return holder["iamscope"].answer
-    return denial
+            return holder
+    return None
+
+
+def _refused(
+    holder: dict[str, Any] | None, error: IAMScopeError
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The refusal under the request's decision id, audited like any other decision."""
+    if holder is None:  # no middleware in front: nothing to link to or audit through
+        return denial(error, _decision_id(), scope=_scope(error))
+    iam = holder["iamscope"]
+    decision: Decision = holder["iamscope.decision"]
+    method = holder.get("method") or holder.get("REQUEST_METHOD", "")
+    path = holder.get("path") or holder.get("PATH_INFO", "")
+    iam.audit_denial(decision, error, method, path)
+    result: tuple[int, list[tuple[str, str]], bytes] = iam.answer(
+        error, decision.decision_id, scope=_scope(error)
+    )
+    return result
 
 
 def _flask_environ() -> Any:
@@ -194,16 +214,6 @@ def _flask_environ() -> Any:
     except ImportError:
         return None
     return flask.request.environ if flask.has_request_context() else None
-
-
-def _flask_abort(status: int, headers: list[tuple[str, str]], body: bytes) -> Any:
-    try:
-        import flask
-    except ImportError:
-        return None
-    if not flask.has_request_context():
-        return None
-    return flask.Response(body, status=status, headers=headers)
 
 
 def _is_websocket(first: Any) -> bool:

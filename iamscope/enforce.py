@@ -64,24 +64,41 @@ def current() -> Access | None:
 
 
 # Decision ids: a random per-process prefix and a counter. Unique, cheap (no uuid4 on
-# the hot path), and meaningless to anyone who sees one.
+# the hot path), and meaningless to anyone who sees one. A decision holds only the
+# counter; the id string is formatted when someone reads it (an answer, an audit event,
+# a span), which a summarised cache hit never does.
 _ID_PREFIX = os.urandom(6).hex()
 _ids = itertools.count(1)
-
-
-def _decision_id() -> str:
-    return f"{_ID_PREFIX}{next(_ids):010x}"
+_next_id = _ids.__next__
 
 
 class Decision(NamedTuple):
     """One request's verdict. (A NamedTuple: one is built per request, on the hot path.)"""
 
     allowed: bool
-    decision_id: str
+    seq: int
     cache: Literal["hit", "miss", "none"]
     access: Access | None = None
     principal: Principal | None = None
     error: IAMScopeError | None = None
+
+    @property
+    def decision_id(self) -> str:
+        """Links the HTTP answer, the audit event and the span."""
+        return _format_id(self.seq)
+
+
+def _format_id(seq: int) -> str:
+    return f"{_ID_PREFIX}{seq:010x}"
+
+
+def _decision_id() -> str:
+    """A fresh id, for a refusal made with no decision to link to."""
+    return _format_id(_next_id())
+
+
+# Decision's generated __new__ is a Python function; the hit path builds its tuple directly.
+_tuple_new = tuple.__new__
 
 
 class IAMScope:
@@ -136,6 +153,8 @@ class IAMScope:
             (s, s.header_name.encode("latin-1"), s.name.encode("latin-1") + b"\0")
             for s in self.sources
         )
+        # The fast path serves the usual shape: tokens arrive in one place.
+        self._single = self._source_names[0][1:] if len(self._source_names) == 1 else None
         self._sync_flights: dict[bytes, threading.Lock] = {}
         self._async_flights: dict[bytes, asyncio.Future[Decision]] = {}
         self._flight_lock = threading.Lock()
@@ -160,6 +179,30 @@ class IAMScope:
         return path.startswith(self.public_prefixes)
 
     # --- deciding --------------------------------------------------------------------
+
+    def hit(self, headers: Headers, method: str = "GET", path: str = "/") -> Decision | None:
+        """The fast path: an allowed cache hit, audited, or None for everything else (which
+        :meth:`decide` / :meth:`decide_now` then answer). One header scan, one digest, one
+        dict lookup; no I/O, no lock unless hits are summarised."""
+        single = self._single
+        if single is None:
+            return None
+        wanted, prefix = single
+        value = None
+        for name, found in headers:
+            if name == wanted:
+                if value is not None:
+                    return None  # repeated: the full path answers 400
+                value = found
+        if value is None:
+            return None
+        entry = self.cache.get(prefix + digest(value), self.policy.generation)
+        if entry is None or entry.access is None:
+            return None
+        decision: Decision = _tuple_new(
+            Decision, (True, _next_id(), "hit", entry.access, entry.principal, None)
+        )
+        return self._audited(decision, method, path)
 
     def decide(self, headers: Headers, method: str = "GET", path: str = "/") -> Decision:
         found = self._lookup(headers)
@@ -262,19 +305,19 @@ class IAMScope:
             except TokenMissing:
                 continue  # e.g. a cookie header without our cookie: try the next source
             except IAMScopeError as exc:
-                return Decision(False, _decision_id(), "none", error=exc)
+                return Decision(False, _next_id(), "none", error=exc)
             return key, token
         if self.optional:
-            return Decision(True, _decision_id(), "none")
-        return Decision(False, _decision_id(), "none", error=TokenMissing("no credentials"))
+            return Decision(True, _next_id(), "none")
+        return Decision(False, _next_id(), "none", error=TokenMissing("no credentials"))
 
     def _cached(self, key: bytes) -> Decision | None:
         entry = self.cache.get(key, self.policy.generation)
         if entry is None:
             return None
         if entry.error is not None:
-            return Decision(False, _decision_id(), "hit", error=entry.error)
-        return Decision(True, _decision_id(), "hit", entry.access, entry.principal)
+            return Decision(False, _next_id(), "hit", error=entry.error)
+        return Decision(True, _next_id(), "hit", entry.access, entry.principal)
 
     def _accepted(self, key: bytes, principal: Principal) -> Decision:
         if self.cache.revocations.is_revoked(principal):
@@ -282,13 +325,13 @@ class IAMScope:
         generation = self.policy.generation
         access = self.policy.current.resolve(principal)
         self.cache.put_allowed(key, principal, access, generation)
-        return Decision(True, _decision_id(), "miss", access, principal)
+        return Decision(True, _next_id(), "miss", access, principal)
 
     def _rejected(self, key: bytes, error: IAMScopeError) -> Decision:
         if isinstance(error, TokenError):
             # An outage (KeysUnavailable) is never cached: it may end any second.
             self.cache.put_rejected(key, error, self.policy.generation)
-        return Decision(False, _decision_id(), "miss", error=error)
+        return Decision(False, _next_id(), "miss", error=error)
 
     def _audited(self, decision: Decision, method: str, path: str) -> Decision:
         if decision.allowed and decision.cache == "hit":
@@ -299,6 +342,14 @@ class IAMScope:
                 return decision
         self.audit.emit(audit_event(decision, method, path, self.hasher, self.clock()))
         return decision
+
+    def audit_denial(
+        self, decision: Decision, error: IAMScopeError, method: str, path: str
+    ) -> None:
+        """Record a refusal made after the middleware let the request in (a requirement
+        checked by a decorator or a dependency), under the request's decision id."""
+        refused = decision._replace(allowed=False, error=error)
+        self.audit.emit(audit_event(refused, method, path, self.hasher, self.clock()))
 
     def _sync_flight(self, key: bytes) -> threading.Lock:
         with self._flight_lock:
@@ -318,7 +369,7 @@ def _again(decision: Decision) -> Decision:
     """A waiter's own copy of a shared miss: its own decision id, marked as a hit."""
     return Decision(
         decision.allowed,
-        _decision_id(),
+        _next_id(),
         "hit",
         decision.access,
         decision.principal,

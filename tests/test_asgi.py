@@ -506,3 +506,34 @@ def test_allowed_hits_can_be_summarised(local_issuer: LocalIssuer, sink: ListSin
     summary = sink.events[-1]
     assert (summary["cache"], summary["decision"], summary["count"]) == ("hit", "allow", 4)
     assert summary["path"] == "/whoami" and summary["roles"] == ["analyst"]
+
+
+def test_decorator_refusals_are_audited_under_the_request_decision_id(
+    iam: IAMScope, local_issuer: LocalIssuer, sink: ListSink
+) -> None:
+    app = make_app(iam)
+    denied = get(app, "/admin", local_issuer.mint(groups=["sales-east"]))
+    assert denied.status_code == 403
+    admitted, refused = sink.events
+    assert (admitted["decision"], refused["decision"]) == ("allow", "deny")
+    assert refused["code"] == "role_required" and refused["roles"] == ["analyst"]
+    assert admitted["decision_id"] == refused["decision_id"] == problem(denied)["decision_id"]
+
+
+def test_cached_token_sent_twice_is_still_a_bad_request(
+    iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    token = local_issuer.mint(groups=["sales-east"])
+    app = make_app(iam)
+    assert get(app, "/whoami", token).status_code == 200  # cached now
+    headers = [("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}")]
+    response = asyncio.run(_request(app, "/whoami", headers))
+    assert response.status_code == 400 and problem(response)["code"] == "request_invalid"
+
+
+def test_decision_ids_are_unique_and_stable(iam: IAMScope, local_issuer: LocalIssuer) -> None:
+    headers = [(b"authorization", f"Bearer {local_issuer.mint()}".encode())]
+    decisions = [iam.decide(headers) for _ in range(50)]
+    ids = [d.decision_id for d in decisions]
+    assert len(set(ids)) == 50 and all(len(i) == 22 for i in ids)
+    assert decisions[0].decision_id == ids[0]  # formatted on read, the same every time

@@ -81,6 +81,21 @@ def test_dependencies_check_and_return_the_access(iam: IAMScope, local_issuer: L
     assert get(app, "/sales", nobody).json()["code"] == "permission_required"
 
 
+def test_dependency_refusals_link_the_answer_and_the_audit_event(
+    local_issuer: LocalIssuer,
+) -> None:
+    sink = ListSink()
+    iam = IAMScope(
+        [local_issuer.issuer_config("corp")], PolicyStore(POLICY), audit=sink, hash_key=b"k" * 32
+    )
+    denied = get(make_app(iam), "/sales", local_issuer.mint(groups=["marketing"]))
+    iam.close()
+    assert denied.status_code == 403
+    admitted, refused = sink.events
+    assert refused["decision"] == "deny" and refused["code"] == "permission_required"
+    assert admitted["decision_id"] == refused["decision_id"] == denied.json()["decision_id"]
+
+
 def test_anonymous_requests_reach_public_routes_only(iam: IAMScope) -> None:
     app = make_app(iam)
     assert get(app, "/public").json() == {"ok": True}

@@ -100,6 +100,16 @@ def test_flask_views(iam: IAMScope, local_issuer: LocalIssuer) -> None:
         assert missing.status_code == 401 and missing.json()["code"] == "token_missing"
         assert missing.headers["www-authenticate"] == 'Bearer realm="iamscope"'
         assert http.get("/health").json() == {"access": False}
+    _assert_refusal_linked(iam, denied)
+
+
+def _assert_refusal_linked(iam: IAMScope, denied: httpx.Response) -> None:
+    """The view's 403 and its audit event carry the middleware's decision id."""
+    assert isinstance(iam.audit, ListSink)
+    refusals = [e for e in iam.audit.events if e["code"] == denied.json()["code"]]
+    (refused,) = [e for e in refusals if e["decision_id"] == denied.json()["decision_id"]]
+    admitted = [e for e in iam.audit.events if e["decision_id"] == refused["decision_id"]]
+    assert [e["decision"] for e in admitted] == ["allow", "deny"]
 
 
 def test_flask_streaming_body_keeps_the_access_current(
@@ -223,3 +233,4 @@ def test_django_views(iam: IAMScope, local_issuer: LocalIssuer) -> None:
         assert denied.headers["content-type"] == "application/problem+json"
         assert denied.json()["code"] == "permission_required"
         assert http.get("/whoami").status_code == 401
+    _assert_refusal_linked(iam, denied)
