@@ -13,8 +13,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from iamscope.enforce import Decision, IAMScope, _current
+from opentelemetry import context as otel_context
+from opentelemetry.trace import get_current_span
+
+from iamscope._context import request_decision
+from iamscope.enforce import Decision, IAMScope
 from iamscope.errors import AccessDenied, IAMScopeError, TokenError
+from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
 
 __all__ = ["IAMScopeMiddleware"]
 
@@ -44,12 +49,19 @@ class IAMScopeMiddleware:
             return
         method = scope.get("method", "WEBSOCKET")
         decision = iam.hit(scope["headers"], method, path)
+        span = get_current_span()
         if decision is None:
             decision = await self._decide(scope, method, path)
+            if not span.is_recording():
+                warn_if_misordered()
             if not decision.allowed:
+                if span.is_recording():
+                    tag(span, decision)
                 error = decision.error or IAMScopeError("denied")
                 await _refuse(kind, send, error, decision.decision_id, iam)
                 return
+        if span.is_recording():
+            tag(span, decision)
         access = decision.access
         scope["iamscope"] = iam  # for decorators: the app's answer hook and audit
         scope["iamscope.decision"] = decision
@@ -66,7 +78,8 @@ class IAMScopeMiddleware:
                 started = True
             await send(message)
 
-        token = _current.set(access)
+        stripped = strip_inbound_baggage() if iam.telemetry.strip_baggage else None
+        token = request_decision.set(decision)
         try:
             await self.app(scope, receive, tracking_send)
         except (AccessDenied, TokenError) as exc:  # from require(...) or a dependency
@@ -75,7 +88,9 @@ class IAMScopeMiddleware:
             iam.audit_denial(decision, exc, method, path)
             await _refuse(kind, send, exc, decision.decision_id, iam)
         finally:
-            _current.reset(token)
+            request_decision.reset(token)
+            if stripped is not None:
+                otel_context.detach(stripped)
 
     async def _decide(self, scope: Scope, method: str, path: str) -> Decision:
         headers = scope["headers"]

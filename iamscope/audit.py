@@ -80,7 +80,7 @@ class AuditRecord(NamedTuple):
     path: str
     time: float
     trace: tuple[int, int] | None  # (trace_id, span_id) of the span current at decision
-    hasher: SubjectHasher
+    hasher: SubjectHasher | None  # None: subject hashing is off
     hits: int = 1  # > 1: a summary of identical allowed cache hits (see HitSummary)
 
 
@@ -91,7 +91,7 @@ def _trace_ids() -> tuple[int, int] | None:
 
 
 def audit_event(
-    decision: Decision, method: str, path: str, hasher: SubjectHasher, now: float
+    decision: Decision, method: str, path: str, hasher: SubjectHasher | None, now: float
 ) -> AuditRecord:
     """What the request thread records: cheap, no formatting."""
     return AuditRecord(decision, method, path, now, _trace_ids(), hasher)
@@ -108,7 +108,9 @@ def to_event(record: AuditRecord) -> dict[str, Any]:
         "code": d.error.code if d.error is not None else None,
         "issuer": principal.issuer if principal is not None else None,
         "subject_hash": (
-            record.hasher(principal.issuer, principal.subject) if principal is not None else None
+            record.hasher(principal.issuer, principal.subject)
+            if principal is not None and record.hasher is not None
+            else None
         ),
         "roles": sorted(access.roles) if access is not None else [],
         "method": record.method,
@@ -220,7 +222,7 @@ class HitSummary:
     def __init__(
         self,
         sink: AuditSink,
-        hasher: SubjectHasher,
+        hasher: SubjectHasher | None,
         *,
         interval: float = 60.0,
         clock: Callable[[], float] = time.time,

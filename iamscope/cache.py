@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from iamscope.errors import IAMScopeError
+from opentelemetry.util.types import AttributeValue
+
+from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access
 from iamscope.tokens.principal import Principal
 
@@ -44,6 +46,24 @@ class CacheSettings:
     max_ttl: float = 300.0  # an entry lives at most this long, whatever its token's exp
     negative_ttl: float = 5.0  # how long a rejection is remembered
     max_negative: int = 10_000
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, where: str | None = None) -> CacheSettings:
+        """The config file's ``cache`` block; every value a positive number."""
+        from iamscope.tokens.issuer import _reject_unknown
+
+        names = ("max_entries", "max_ttl", "negative_ttl", "max_negative")
+        _reject_unknown(data, names, where, "cache")
+        lines = getattr(data, "lines", {})
+        for name, value in data.items():
+            whole = name.startswith("max_") and name != "max_ttl"
+            number = isinstance(value, int) or (not whole and isinstance(value, float))
+            if isinstance(value, bool) or not number or value <= 0:
+                what = "a positive whole number" if whole else "a positive number of seconds"
+                raise ConfigError(
+                    f"cache.{name} must be {what}", source=where, line=lines.get(name), key=name
+                )
+        return cls(**data)
 
 
 class RevocationStore(Protocol):
@@ -104,6 +124,7 @@ class Entry:
     principal: Principal | None = None
     access: Access | None = None
     error: IAMScopeError | None = None
+    attributes: Mapping[str, AttributeValue] | None = None  # span attributes (contract 5)
 
 
 class TokenCache:
@@ -145,7 +166,12 @@ class TokenCache:
         return entry
 
     def put_allowed(
-        self, key: bytes, principal: Principal, access: Access, generation: int
+        self,
+        key: bytes,
+        principal: Principal,
+        access: Access,
+        generation: int,
+        attributes: Mapping[str, AttributeValue] | None = None,
     ) -> Entry:
         now = self.clock()
         entry = Entry(
@@ -154,6 +180,7 @@ class TokenCache:
             revocations=self.revocations.version,
             principal=principal,
             access=access,
+            attributes=attributes,
         )
         self._store(self._entries, key, entry, self.settings.max_entries)
         return entry

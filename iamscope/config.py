@@ -17,7 +17,9 @@ from typing import Any, cast
 
 import yaml
 
+from iamscope.cache import CacheSettings
 from iamscope.errors import ConfigError
+from iamscope.telemetry.settings import TelemetrySettings
 from iamscope.tokens.issuer import IssuerConfig, _reject_unknown, issuers_from_config
 
 __all__ = ["Config", "load_config"]
@@ -79,8 +81,8 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 class Config:
     issuers: tuple[IssuerConfig, ...]
     policy: Mapping[str, Any] = field(default_factory=dict)
-    telemetry: Mapping[str, Any] = field(default_factory=dict)
-    cache: Mapping[str, Any] = field(default_factory=dict)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     source: str | None = None
 
 
@@ -133,7 +135,7 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
     return Config(
         issuers=issuers,
         policy=data.get("policy") or {},
-        telemetry=data.get("telemetry") or {},
-        cache=data.get("cache") or {},
+        telemetry=TelemetrySettings.from_mapping(data.get("telemetry") or {}, where=source),
+        cache=CacheSettings.from_mapping(data.get("cache") or {}, where=source),
         source=source,
     )

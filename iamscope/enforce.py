@@ -15,7 +15,6 @@ answers through :func:`denial`: RFC 6750 ``WWW-Authenticate`` and an RFC 9457
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import itertools
 import json
@@ -26,11 +25,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import get_current_span
+from opentelemetry.util.types import AttributeValue
+
+from iamscope._context import request_decision
 from iamscope.audit import AuditSink, HitSummary, LoggerSink, SubjectHasher, audit_event
 from iamscope.cache import CacheSettings, RevocationStore, TokenCache, digest
 from iamscope.config import Config, load_config
 from iamscope.errors import (
     AccessDenied,
+    ConfigError,
     IAMScopeError,
     KeysUnavailable,
     TokenError,
@@ -39,6 +44,9 @@ from iamscope.errors import (
 )
 from iamscope.policy.access import Access
 from iamscope.policy.reload import PolicyStore
+from iamscope.telemetry.metrics import Metrics
+from iamscope.telemetry.settings import TelemetrySettings, hash_key_from_env
+from iamscope.telemetry.spans import identity_attributes, tag
 from iamscope.tokens.extract import Source, extract_from_headers
 from iamscope.tokens.issuer import IssuerConfig
 from iamscope.tokens.keys import KeyPolicy
@@ -52,15 +60,12 @@ Headers = Sequence[tuple[bytes, bytes]]
 #: A hook to render refusals your way; the default is :func:`denial`.
 Answer = Callable[..., tuple[int, list[tuple[str, str]], bytes]]
 
-_current: contextvars.ContextVar[Access | None] = contextvars.ContextVar(
-    "iamscope_access", default=None
-)
-
 
 def current() -> Access | None:
     """The ``Access`` of the request being handled (None outside a request or when the
     request is unauthenticated in optional mode)."""
-    return _current.get()
+    decision = request_decision.get()
+    return decision.access if decision is not None else None
 
 
 # Decision ids: a random per-process prefix and a counter. Unique, cheap (no uuid4 on
@@ -81,6 +86,8 @@ class Decision(NamedTuple):
     access: Access | None = None
     principal: Principal | None = None
     error: IAMScopeError | None = None
+    #: The principal's span attributes (contract 5), built once per cached token.
+    attributes: Mapping[str, AttributeValue] | None = None
 
     @property
     def decision_id(self) -> str:
@@ -117,21 +124,27 @@ class IAMScope:
         audit_hits: float | Literal["summary"] = 1.0,
         summary_interval: float = 60.0,
         hash_key: bytes | None = None,
+        telemetry: TelemetrySettings | None = None,
+        meter_provider: MeterProvider | None = None,
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = (),
         optional: bool = False,
         realm: str = "iamscope",
         answer: Answer | None = None,
     ) -> None:
+        self.telemetry = telemetry or TelemetrySettings()
+        self.hasher = _hasher(hash_key, self.telemetry)
+        self.metrics = Metrics(meter_provider)
         self.core = Verifier(issuers, clock=clock, key_policy=key_policy)
+        self.core.keys.on_refresh = self.metrics.key_fetch
         self.verifier = TokenVerifier(self.core)
         self.async_verifier = AsyncTokenVerifier(self.core)
         self.policy = policy
+        policy.observers.append(lambda result: self.metrics.policy_reload(result.changed))
         self.cache = TokenCache(cache, clock=clock, revocations=revocations)
         self.clock = clock
         self.audit = audit if audit is not None else LoggerSink()
         self.audit_hits = audit_hits
-        self.hasher = SubjectHasher(hash_key)
         self._summary = (
             HitSummary(self.audit, self.hasher, interval=summary_interval, clock=clock)
             if audit_hits == "summary"
@@ -167,6 +180,8 @@ class IAMScope:
         loaded = config if isinstance(config, Config) else load_config(config)
         source: Any = loaded.source if loaded.source is not None else dict(loaded.policy)
         policy = PolicyStore(source, issuers=loaded.issuers)
+        kw.setdefault("telemetry", loaded.telemetry)
+        kw.setdefault("cache", loaded.cache)
         return cls(loaded.issuers, policy, **kw)
 
     # --- public paths ----------------------------------------------------------------
@@ -200,7 +215,8 @@ class IAMScope:
         if entry is None or entry.access is None:
             return None
         decision: Decision = _tuple_new(
-            Decision, (True, _next_id(), "hit", entry.access, entry.principal, None)
+            Decision,
+            (True, _next_id(), "hit", entry.access, entry.principal, None, entry.attributes),
         )
         return self._audited(decision, method, path)
 
@@ -214,12 +230,14 @@ class IAMScope:
             again = self._cached(key)
             if again is not None:
                 return self._audited(again, method, path)
+            started = time.perf_counter()
             try:
                 principal = self.verifier.verify(token)
             except IAMScopeError as exc:
                 decision = self._rejected(key, exc)
             else:
                 decision = self._accepted(key, principal)
+            self._verified(started, decision)
         with self._flight_lock:
             if self._sync_flights.get(key) is lock:
                 del self._sync_flights[key]
@@ -257,12 +275,14 @@ class IAMScope:
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._async_flights[key] = future
         try:
+            started = time.perf_counter()
             try:
                 principal = await self.async_verifier.verify(token)
             except IAMScopeError as exc:
                 decision = self._rejected(key, exc)
             else:
                 decision = self._accepted(key, principal)
+            self._verified(started, decision)
             future.set_result(decision)
         except BaseException as exc:  # cancelled: waiters must not hang on the future
             if not future.done():
@@ -317,15 +337,29 @@ class IAMScope:
             return None
         if entry.error is not None:
             return Decision(False, _next_id(), "hit", error=entry.error)
-        return Decision(True, _next_id(), "hit", entry.access, entry.principal)
+        return Decision(
+            True, _next_id(), "hit", entry.access, entry.principal, None, entry.attributes
+        )
 
     def _accepted(self, key: bytes, principal: Principal) -> Decision:
         if self.cache.revocations.is_revoked(principal):
             return self._rejected(key, TokenRevoked("the credential was revoked"))
         generation = self.policy.generation
         access = self.policy.current.resolve(principal)
-        self.cache.put_allowed(key, principal, access, generation)
-        return Decision(True, _next_id(), "miss", access, principal)
+        attributes = identity_attributes(
+            principal,
+            access,
+            self.hasher(principal.issuer, principal.subject)
+            if self.hasher is not None and self.telemetry.user_hash
+            else None,
+            enduser_id=self.telemetry.enduser_id,
+        )
+        self.cache.put_allowed(key, principal, access, generation, attributes)
+        return Decision(True, _next_id(), "miss", access, principal, None, attributes)
+
+    def _verified(self, started: float, decision: Decision) -> None:
+        outcome = decision.error.code if decision.error is not None else "ok"
+        self.metrics.verify_duration.record(time.perf_counter() - started, {"outcome": outcome})
 
     def _rejected(self, key: bytes, error: IAMScopeError) -> Decision:
         if isinstance(error, TokenError):
@@ -335,11 +369,15 @@ class IAMScope:
 
     def _audited(self, decision: Decision, method: str, path: str) -> Decision:
         if decision.allowed and decision.cache == "hit":
+            self.metrics.allowed_hits += 1
             if self._summary is not None:
                 self._summary.add(decision, method, path)
                 return decision
             if not _sampled(self.audit_hits):
                 return decision
+        else:
+            code = decision.error.code if decision.error is not None else None
+            self.metrics.decision(decision.allowed, code, decision.cache)
         self.audit.emit(audit_event(decision, method, path, self.hasher, self.clock()))
         return decision
 
@@ -349,6 +387,10 @@ class IAMScope:
         """Record a refusal made after the middleware let the request in (a requirement
         checked by a decorator or a dependency), under the request's decision id."""
         refused = decision._replace(allowed=False, error=error)
+        self.metrics.decision(False, error.code, refused.cache)
+        span = get_current_span()
+        if span.is_recording():
+            tag(span, refused)
         self.audit.emit(audit_event(refused, method, path, self.hasher, self.clock()))
 
     def _sync_flight(self, key: bytes) -> threading.Lock:
@@ -365,6 +407,22 @@ class IAMScope:
         self.audit.close()
 
 
+def _hasher(key: bytes | None, telemetry: TelemetrySettings) -> SubjectHasher | None:
+    """The keyed subject hash for spans and audit. With hashing on (the default) and no
+    key, refuse to start: a random key would make hashes uncorrelatable, and no key at
+    all would mean the raw subject."""
+    key = key if key is not None else hash_key_from_env(telemetry.hash_key_env)
+    if key is not None:
+        return SubjectHasher(key)
+    if telemetry.user_hash:
+        raise ConfigError(
+            f"user.hash is on but {telemetry.hash_key_env} is not set: set it to a secret "
+            "(e.g. `openssl rand -hex 32`), pass hash_key=, or set telemetry.user_hash: false",
+            key="hash_key_env",
+        )
+    return None
+
+
 def _again(decision: Decision) -> Decision:
     """A waiter's own copy of a shared miss: its own decision id, marked as a hit."""
     return Decision(
@@ -374,6 +432,7 @@ def _again(decision: Decision) -> Decision:
         decision.access,
         decision.principal,
         decision.error,
+        decision.attributes,
     )
 
 

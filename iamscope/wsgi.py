@@ -10,8 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from iamscope.enforce import IAMScope, _current
+from opentelemetry import context as otel_context
+from opentelemetry.trace import get_current_span
+
+from iamscope._context import request_decision
+from iamscope.enforce import IAMScope
 from iamscope.errors import IAMScopeError
+from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
 
 __all__ = ["IAMScopeWSGIMiddleware"]
 
@@ -49,6 +54,11 @@ class IAMScopeWSGIMiddleware:
             if isinstance(value := environ.get(key), str)
         ]
         decision = self.iamscope.decide(headers, environ.get("REQUEST_METHOD", "GET"), path)
+        span = get_current_span()
+        if span.is_recording():
+            tag(span, decision)
+        elif decision.cache != "hit":
+            warn_if_misordered()
         if not decision.allowed:
             error = decision.error or IAMScopeError("denied")
             status, answer, body = self.iamscope.answer(error, decision.decision_id)
@@ -57,16 +67,23 @@ class IAMScopeWSGIMiddleware:
         environ["iamscope"] = self.iamscope  # for decorators: the app's answer hook
         environ["iamscope.decision"] = decision
         environ["iamscope.access"] = decision.access
-        token = _current.set(decision.access)
+        stripped = strip_inbound_baggage() if self.iamscope.telemetry.strip_baggage else None
+        token = request_decision.set(decision)
+
+        def reset() -> None:
+            request_decision.reset(token)
+            if stripped is not None:
+                otel_context.detach(stripped)
+
         try:
             result = self.app(environ, start_response)
         except BaseException:
-            _current.reset(token)
+            reset()
             raise
         if isinstance(result, list | tuple):
-            _current.reset(token)
+            reset()
             return result
-        return _Closing(result, lambda: _current.reset(token))
+        return _Closing(result, reset)
 
 
 class _Closing:

@@ -50,7 +50,7 @@ def test_reference_config_loads(tmp_path: Path) -> None:
     assert ci.preset is PRESETS["github-actions"]
     assert ci.allowed_algorithms == {"RS256"}
     assert config.policy["version"] == "2026-11-22.1"
-    assert config.telemetry == {"exporter": "lightstep"}
+    assert config.telemetry.exporter == "lightstep"
 
 
 def test_json_is_accepted(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from examples.whoami import create_app
 from iamscope.testing import LocalIssuer
@@ -21,7 +22,10 @@ def get(app: Any, path: str, token: str | None = None) -> httpx.Response:
     return asyncio.run(run())
 
 
-def test_whoami_example_answers_by_the_rules(local_issuer: LocalIssuer) -> None:
+def test_whoami_example_answers_by_the_rules(
+    local_issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IAMSCOPE_HASH_KEY", "example-key")  # as a deployment would
     app = create_app(local_issuer.issuer_config("corp"))
     analyst = local_issuer.mint(groups=["sales-east"])
     assert get(app, "/whoami", analyst).json() == {"roles": ["analyst"], "owner": "sales"}
@@ -92,6 +96,7 @@ def test_examples_load_their_config_from_the_environment(
 
     config = Path(__file__).resolve().parent.parent / "examples" / "policy" / "iamscope.yaml"
     monkeypatch.setenv("IAMSCOPE_CONFIG", str(config))
+    monkeypatch.setenv("IAMSCOPE_HASH_KEY", "example-key")
     app = create_flask()
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://t") as client:
         assert client.get("/whoami").json()["code"] == "token_missing"

@@ -20,6 +20,7 @@ def blocks(lang: str) -> list[str]:
 @pytest.mark.parametrize("code", blocks("python"))
 def test_python_blocks_run(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(README.parent)  # snippets name files relative to the repository
+    monkeypatch.setenv("IAMSCOPE_HASH_KEY", "readme-key")  # as the README says to
     exec(compile(code, str(README), "exec"), {})  # noqa: S102 - our own README
 
 

@@ -48,6 +48,8 @@ class PolicyStore:
         self._source = source
         self._issuers = tuple(issuers) if issuers is not None else None
         self._on_reload = on_reload
+        #: Called with every reload's result, after ``on_reload`` (metrics).
+        self.observers: list[Callable[[ReloadResult], None]] = []
         self._lock = threading.Lock()
         self._mtime = self._stat()
         self.current = CompiledPolicy(self._load(source))  # errors here are fatal: no last good
@@ -102,11 +104,13 @@ class PolicyStore:
                     compiled.version,
                     self.generation,
                 )
-        if self._on_reload is not None:
+        for callback in (self._on_reload, *self.observers):
+            if callback is None:
+                continue
             try:
-                self._on_reload(result)
+                callback(result)
             except Exception:
-                log.exception("iamscope: the on_reload callback failed")
+                log.exception("iamscope: a policy reload callback failed")
         return result
 
     def poll(self) -> ReloadResult | None:

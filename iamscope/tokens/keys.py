@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -187,6 +187,8 @@ class KeyStore:
             name: _IssuerKeys(jwks_uri=cfg.jwks_uri) for name, cfg in self._issuers.items()
         }
         self._lock = threading.Lock()
+        #: Told of each finished refresh: (issuer name, succeeded). Metrics hook.
+        self.on_refresh: Callable[[str, bool], None] | None = None
 
     # --- lookups (hot path) --------------------------------------------------------------
 
@@ -268,12 +270,15 @@ class KeyStore:
         with self._lock:
             previous_attempt, state.last_attempt = state.last_attempt, now
             state.refreshing += 1
+        succeeded: bool | None = False
         try:
             if cfg.keys_url is not None:
                 yield from self._pem_flow(cfg, state, kid, now)
             else:
                 yield from self._jwks_flow(cfg, state, now)
+            succeeded = True
         except GeneratorExit:
+            succeeded = None  # abandoned: neither a success nor a failure
             # Abandoned (the request was cancelled): it learnt nothing, so it must not
             # use up the cooldown either.
             with self._lock:
@@ -289,6 +294,11 @@ class KeyStore:
             with self._lock:
                 state.refreshing -= 1
                 state.generation += 1
+            if succeeded is not None and self.on_refresh is not None:
+                try:
+                    self.on_refresh(name, succeeded)
+                except Exception:  # a metrics fault must not fail a key refresh
+                    log.exception("iamscope: the key refresh hook failed")
 
     def _succeeded(self, state: _IssuerKeys, now: float) -> None:
         # Under the lock. The generation this refresh will get when its finally runs.

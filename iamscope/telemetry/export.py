@@ -1,0 +1,218 @@
+"""Export presets over OTLP, routing by owning team, and a one-call set-up.
+
+Every preset is OTLP plus headers (contract 6): ``lightstep`` is its ingest endpoint and
+the ``lightstep-access-token`` header; ``otlp`` is whatever the standard
+``OTEL_EXPORTER_OTLP_*`` variables say; ``console`` prints; ``none`` exports nothing.
+Project tokens come from environment variables named in the config, never from the file.
+
+:class:`RoutingSpanExporter` splits each batch by ``iamscope.owner.team`` (falling back
+to the trace's owner decided at the server span, then to the default project) and hands
+each part to that team's exporter. A failing exporter is logged and counted; it never
+raises into the application and never holds up the other teams' parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from iamscope.errors import ConfigError
+from iamscope.telemetry.metrics import Metrics
+from iamscope.telemetry.settings import Project, TelemetrySettings
+from iamscope.telemetry.spans import OWNER, OwnershipSpanProcessor, TraceOwners, trace_owners
+
+__all__ = ["RoutingSpanExporter", "build_exporter", "configure"]
+
+log = logging.getLogger("iamscope")
+
+LIGHTSTEP_HTTP = "https://ingest.lightstep.com/traces/otlp/v0.9"
+LIGHTSTEP_GRPC = "ingest.lightstep.com:443"
+LIGHTSTEP_HEADER = "lightstep-access-token"
+LIGHTSTEP_TOKEN_ENV = "LS_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a secret
+_HEADER_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+
+
+class RoutingSpanExporter(SpanExporter):
+    """Sends each span to its owner team's exporter; unknown owners to ``default``."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, SpanExporter],
+        default: SpanExporter,
+        *,
+        owners: TraceOwners = trace_owners,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.routes = dict(routes)
+        self.default = default
+        self._owners = owners
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        #: Spans each route failed to deliver ("" is the default project).
+        self.failed: dict[str, int] = {}
+
+    def route(self, span: ReadableSpan) -> str:
+        """The team whose project gets this span ("" for the default project)."""
+        owner = (span.attributes or {}).get(OWNER)
+        if not isinstance(owner, str) and span.context is not None:
+            owner = self._owners.get(span.context.trace_id)
+        return owner if isinstance(owner, str) and owner in self.routes else ""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        parts: dict[str, list[ReadableSpan]] = {}
+        for span in spans:
+            parts.setdefault(self.route(span), []).append(span)
+        result = SpanExportResult.SUCCESS
+        for team, part in parts.items():
+            exporter = self.routes[team] if team else self.default
+            try:
+                outcome = exporter.export(part)
+            except Exception:  # an exporter bug must not reach the app or the other teams
+                log.exception("iamscope: exporting spans for %r raised", team or "default")
+                outcome = SpanExportResult.FAILURE
+            if outcome is not SpanExportResult.SUCCESS:
+                result = SpanExportResult.FAILURE
+                self._failed(team, len(part))
+        return result
+
+    def _failed(self, team: str, count: int) -> None:
+        with self._lock:
+            self.failed[team] = self.failed.get(team, 0) + count
+        log.warning(
+            "iamscope: %d spans for %r were not delivered", count, team or "the default project"
+        )
+        if self._metrics is not None:
+            self._metrics.export_failures.add(count, {OWNER: team or "default"})
+
+    def shutdown(self) -> None:
+        for exporter in self._exporters():
+            try:
+                exporter.shutdown()
+            except Exception:
+                log.exception("iamscope: an exporter failed to shut down")
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all(exporter.force_flush(timeout_millis) for exporter in self._exporters())
+
+    def _exporters(self) -> list[SpanExporter]:
+        return [*self.routes.values(), self.default]
+
+
+def build_exporter(
+    settings: TelemetrySettings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    metrics: Metrics | None = None,
+) -> SpanExporter | None:
+    """The exporter the settings describe (None for ``none``). Reads tokens from the
+    environment now: a missing one is a ConfigError, not spans sent unauthenticated."""
+    env = os.environ if environ is None else environ
+    if settings.exporter == "none":
+        return None
+    if settings.exporter == "console":
+        return ConsoleSpanExporter()
+    make = _otlp_factory(settings, env)
+    default = make(settings.default_project, "default_project")
+    if not settings.projects:
+        return default
+    routes = {
+        team: make(project, f"projects.{team}") for team, project in settings.projects.items()
+    }
+    return RoutingSpanExporter(routes, default, metrics=metrics)
+
+
+def _otlp_factory(
+    settings: TelemetrySettings, env: Mapping[str, str]
+) -> Callable[[Project, str], SpanExporter]:
+    lightstep = settings.exporter == "lightstep"
+    header = settings.token_header or (LIGHTSTEP_HEADER if lightstep else None)
+    grpc = settings.protocol == "grpc"
+
+    def make(project: Project, name: str) -> SpanExporter:
+        token_env = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep else None)
+        headers = _env_headers(env)
+        if token_env is not None:
+            token = env.get(token_env)
+            if not token:
+                raise ConfigError(
+                    f"telemetry {name}: the environment variable {token_env} is not set",
+                    key="token_env",
+                )
+            if header is None:
+                raise ConfigError(
+                    "telemetry: 'token_header' is required to send project tokens over otlp",
+                    key="token_header",
+                )
+            headers[header] = token
+        endpoint = project.endpoint or settings.endpoint
+        if endpoint is None and lightstep:
+            endpoint = LIGHTSTEP_GRPC if grpc else LIGHTSTEP_HTTP
+        return _otlp(grpc, endpoint, headers or None)
+
+    return make
+
+
+def _env_headers(env: Mapping[str, str]) -> dict[str, str]:
+    # Passing headers to an OTLP exporter replaces the ones from the standard variables;
+    # merge them so OTEL_EXPORTER_OTLP_HEADERS keeps working beside a project token.
+    from opentelemetry.util.re import parse_env_headers
+
+    for name in _HEADER_ENVS:
+        if env.get(name):
+            return dict(parse_env_headers(env[name], liberal=True))
+    return {}
+
+
+def _otlp(grpc: bool, endpoint: str | None, headers: dict[str, str] | None) -> SpanExporter:
+    if grpc:
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GRPCExporter,
+            )
+        except ImportError:
+            raise ConfigError(
+                "telemetry protocol grpc needs the grpc extra: pip install 'iamscope[grpc]'",
+                key="protocol",
+            ) from None
+        insecure = endpoint is not None and endpoint.startswith("http://")
+        return GRPCExporter(endpoint=endpoint, headers=headers, insecure=insecure or None)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint, headers=headers)
+
+
+def configure(
+    settings: TelemetrySettings | Mapping[str, object] | None = None,
+    *,
+    resource: Resource | None = None,
+    set_global: bool = True,
+    metrics: Metrics | None = None,
+) -> TracerProvider:
+    """A TracerProvider with the ownership processor and the configured exporter
+    (batched). Users who configure OpenTelemetry themselves skip this and add
+    :class:`OwnershipSpanProcessor` (and, if they like, :func:`build_exporter`'s
+    exporter) to their own provider."""
+    if settings is None:
+        settings = TelemetrySettings()
+    elif not isinstance(settings, TelemetrySettings):
+        settings = TelemetrySettings.from_mapping(settings)
+    provider = TracerProvider(resource=resource or Resource.create())
+    provider.add_span_processor(OwnershipSpanProcessor())
+    exporter = build_exporter(settings, metrics=metrics)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider

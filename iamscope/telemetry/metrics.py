@@ -1,0 +1,73 @@
+"""Metrics through the OpenTelemetry metrics API: a no-op unless the application
+configured a MeterProvider (or passed one).
+
+Allowed cache hits are counted with a plain integer and reported by an observable
+counter at collection time: a synchronous ``Counter.add`` costs more than the whole
+hit path. Every other decision is rare enough to count under a lock.
+
+    iamscope.decisions        decisions by iamscope.decision, iamscope.code, iamscope.cache
+    iamscope.verify.duration  seconds to verify a token on a cache miss (histogram)
+    iamscope.keys.fetches     key refreshes by iamscope.issuer and outcome
+    iamscope.policy.reloads   policy reloads by outcome
+    iamscope.export.failures  spans a routed exporter failed to deliver, by owner team
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+        provider = meter_provider or metrics.get_meter_provider()
+        meter = provider.get_meter("iamscope")
+        #: Allowed cache hits; incremented without a lock on the hot path (exact under
+        #: asyncio; with threads a rare increment can be lost).
+        self.allowed_hits = 0
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._lock = threading.Lock()
+        meter.create_observable_counter(
+            "iamscope.decisions",
+            callbacks=[self._observe_decisions],
+            unit="{decision}",
+            description="Access decisions by outcome, code and cache",
+        )
+        self.verify_duration = meter.create_histogram(
+            "iamscope.verify.duration", unit="s", description="Token verification on a miss"
+        )
+        self.key_fetches = meter.create_counter(
+            "iamscope.keys.fetches", unit="{refresh}", description="Key refreshes by issuer"
+        )
+        self.policy_reloads = meter.create_counter(
+            "iamscope.policy.reloads", unit="{reload}", description="Policy reloads"
+        )
+        self.export_failures = meter.create_counter(
+            "iamscope.export.failures", unit="{span}", description="Spans not delivered"
+        )
+
+    def decision(self, allowed: bool, code: str | None, cache: str) -> None:
+        key = ("allow" if allowed else "deny", code or "", cache)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _observe_decisions(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            counts = dict(self._counts)
+        counts[("allow", "", "hit")] = counts.get(("allow", "", "hit"), 0) + self.allowed_hits
+        for (decision, code, cache), value in counts.items():
+            attributes = {"iamscope.decision": decision, "iamscope.cache": cache}
+            if code:
+                attributes["iamscope.code"] = code
+            yield Observation(value, attributes)
+
+    def key_fetch(self, issuer: str, ok: bool) -> None:
+        self.key_fetches.add(1, {"iamscope.issuer": issuer, "outcome": "ok" if ok else "failed"})
+
+    def policy_reload(self, ok: bool) -> None:
+        self.policy_reloads.add(1, {"outcome": "ok" if ok else "refused"})

@@ -1,0 +1,139 @@
+"""The ``telemetry`` block of the config file (contract 1 and 6), checked like the rest.
+
+    telemetry:
+      exporter: lightstep          # otlp | lightstep | console | none
+      protocol: http/protobuf      # or grpc
+      endpoint: https://...        # optional; else the preset's, or OTEL_EXPORTER_OTLP_*
+      token_header: lightstep-access-token   # the header a project's token goes in
+      projects:                    # owner team → where its traces go
+        sales:    {token_env: LS_TOKEN_SALES}
+        platform: {token_env: LS_TOKEN_PLATFORM, endpoint: https://...}
+      default_project: {token_env: LS_ACCESS_TOKEN}
+      hash_key_env: IAMSCOPE_HASH_KEY        # the HMAC key for user.hash and audit
+      user_hash: true              # user.hash on spans (keyed HMAC of issuer + subject)
+      enduser_id: false            # the raw subject on spans: PII, opt-in
+      strip_baggage: false         # drop inbound iamscope.* baggage at ingress
+
+Secrets never live in the file: it names the environment variables that hold them, and
+they are read when the exporters are built (a missing one is a ConfigError then).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from iamscope.errors import ConfigError
+from iamscope.tokens.issuer import _reject_unknown
+
+__all__ = ["HASH_KEY_ENV", "Project", "TelemetrySettings", "hash_key_from_env"]
+
+HASH_KEY_ENV = "IAMSCOPE_HASH_KEY"
+EXPORTERS = ("otlp", "lightstep", "console", "none")
+PROTOCOLS = ("http/protobuf", "grpc")
+_KEYS = (
+    "exporter",
+    "protocol",
+    "endpoint",
+    "token_header",
+    "projects",
+    "default_project",
+    "hash_key_env",
+    "user_hash",
+    "enduser_id",
+    "strip_baggage",
+)
+_PROJECT_KEYS = ("token_env", "endpoint")
+
+Exporter = Literal["otlp", "lightstep", "console", "none"]
+Protocol = Literal["http/protobuf", "grpc"]
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """Where one team's traces go: a token from an environment variable, and optionally
+    an endpoint of its own."""
+
+    token_env: str | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    exporter: Exporter = "none"
+    protocol: Protocol = "http/protobuf"
+    endpoint: str | None = None
+    token_header: str | None = None  # None: the preset's (lightstep-access-token)
+    projects: Mapping[str, Project] = field(default_factory=dict)
+    default_project: Project = field(default_factory=Project)
+    hash_key_env: str = HASH_KEY_ENV
+    user_hash: bool = True
+    enduser_id: bool = False
+    strip_baggage: bool = False
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, where: str | None = None
+    ) -> TelemetrySettings:
+        _reject_unknown(data, _KEYS, where, "telemetry")
+        lines = getattr(data, "lines", {})
+
+        def fail(key: str, message: str) -> ConfigError:
+            return ConfigError(message, source=where, line=lines.get(key), key=key)
+
+        exporter = data.get("exporter", "none")
+        if exporter not in EXPORTERS:
+            raise fail("exporter", f"'exporter' must be one of {', '.join(EXPORTERS)}")
+        protocol = data.get("protocol", "http/protobuf")
+        if protocol not in PROTOCOLS:
+            raise fail("protocol", f"'protocol' must be one of {', '.join(PROTOCOLS)}")
+        for key in ("endpoint", "token_header", "hash_key_env"):
+            if key in data and not (isinstance(data[key], str) and data[key]):
+                raise fail(key, f"{key!r} must be a non-empty string")
+        for key in ("user_hash", "enduser_id", "strip_baggage"):
+            if key in data and not isinstance(data[key], bool):
+                raise fail(key, f"{key!r} must be true or false")
+        projects = data.get("projects") or {}
+        if not isinstance(projects, Mapping):
+            raise fail("projects", "'projects' must map owner teams to projects")
+        return cls(
+            exporter=exporter,
+            protocol=protocol,
+            endpoint=data.get("endpoint"),
+            token_header=data.get("token_header"),
+            projects={
+                str(team): _project(spec, f"projects.{team}", where, lines.get("projects"))
+                for team, spec in projects.items()
+            },
+            default_project=_project(
+                data.get("default_project") or {},
+                "default_project",
+                where,
+                lines.get("default_project"),
+            ),
+            hash_key_env=data.get("hash_key_env", HASH_KEY_ENV),
+            user_hash=data.get("user_hash", True),
+            enduser_id=data.get("enduser_id", False),
+            strip_baggage=data.get("strip_baggage", False),
+        )
+
+
+def _project(spec: Any, name: str, where: str | None, line: int | None) -> Project:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{name!r} must be a mapping", source=where, line=line, key=name)
+    _reject_unknown(spec, _PROJECT_KEYS, where, name)
+    for key in _PROJECT_KEYS:
+        value = spec.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            line_of = getattr(spec, "lines", {}).get(key, line)
+            raise ConfigError(
+                f"{name}.{key} must be a non-empty string", source=where, line=line_of, key=key
+            )
+    return Project(token_env=spec.get("token_env"), endpoint=spec.get("endpoint"))
+
+
+def hash_key_from_env(variable: str = HASH_KEY_ENV) -> bytes | None:
+    value = os.environ.get(variable)
+    return value.encode() if value else None

@@ -1,0 +1,185 @@
+"""Identity on spans (contract 5): the server span, and every span started inside the
+request.
+
+The identity attributes of a principal (``user.hash``, ``user.roles``, issuer, kind,
+owner team, policy version) are built once, when its token is first verified, and
+cached with it: a cache hit only adds the three per-request attributes (decision,
+decision id, cache). Nothing here reads inbound baggage or headers: identity comes only
+from the verified token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from contextvars import Token
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.util.types import AttributeValue
+
+from iamscope._context import request_decision
+
+if TYPE_CHECKING:
+    from iamscope.enforce import Decision
+    from iamscope.policy.access import Access
+    from iamscope.tokens.principal import Principal
+
+__all__ = [
+    "OwnershipSpanProcessor",
+    "TraceOwners",
+    "identity_attributes",
+    "strip_inbound_baggage",
+    "trace_owners",
+]
+
+log = logging.getLogger("iamscope")
+
+USER_HASH = "user.hash"
+ENDUSER_ID = "enduser.id"
+USER_ROLES = "user.roles"
+ISSUER = "iamscope.issuer"
+KIND = "iamscope.principal.kind"
+OWNER = "iamscope.owner.team"
+POLICY_VERSION = "iamscope.policy.version"
+DECISION = "iamscope.decision"
+DECISION_ID = "iamscope.decision_id"
+CACHE = "iamscope.cache"
+CODE = "iamscope.code"
+
+Attributes = Mapping[str, AttributeValue]
+
+
+def identity_attributes(
+    principal: Principal, access: Access, user_hash: str | None, *, enduser_id: bool = False
+) -> dict[str, AttributeValue]:
+    """What a span says about who caused it (built once per cached token)."""
+    attributes: dict[str, AttributeValue] = {
+        ISSUER: principal.issuer,
+        KIND: principal.kind,
+        USER_ROLES: tuple(sorted(access.roles)),
+        POLICY_VERSION: access.policy_version,
+    }
+    if user_hash is not None:
+        attributes[USER_HASH] = user_hash
+    if enduser_id:
+        attributes[ENDUSER_ID] = principal.subject
+    if access.owner is not None:
+        attributes[OWNER] = access.owner
+    return attributes
+
+
+def decision_attributes(decision: Decision) -> dict[str, AttributeValue]:
+    """The server span's attributes for one request: identity (if the token was
+    verified) and the verdict."""
+    attributes: dict[str, AttributeValue] = dict(decision.attributes or {})
+    attributes[DECISION] = "allow" if decision.allowed else "deny"
+    attributes[DECISION_ID] = decision.decision_id
+    attributes[CACHE] = decision.cache
+    if decision.error is not None:
+        attributes[CODE] = decision.error.code
+    return attributes
+
+
+class TraceOwners:
+    """trace id → owner team, decided at the server span. The routing exporter falls
+    back to it for spans of the trace that carry no owner (started before the
+    middleware ran, or in a thread that did not copy the context), so a trace is not
+    split across projects. Bounded; the oldest traces are forgotten first."""
+
+    def __init__(self, max_traces: int = 100_000) -> None:
+        self._owners: dict[int, str] = {}
+        self._max = max_traces
+        self._lock = threading.Lock()
+
+    def claim(self, trace_id: int, owner: str) -> None:
+        owners = self._owners
+        if owners.get(trace_id) is not None:
+            return  # decided once: a later request reusing the trace id cannot move it
+        with self._lock:
+            while len(owners) >= self._max:
+                del owners[next(iter(owners))]
+            owners.setdefault(trace_id, owner)
+
+    def get(self, trace_id: int) -> str | None:
+        return self._owners.get(trace_id)
+
+
+#: The process's trace owners, shared by the middlewares and the routing exporter.
+trace_owners = TraceOwners()
+
+
+def tag(span: trace.Span, decision: Decision, owners: TraceOwners = trace_owners) -> None:
+    """Put the decision on a recording server span (contract 5)."""
+    span.set_attributes(decision_attributes(decision))
+    access = decision.access
+    if access is not None and access.owner is not None:
+        owners.claim(span.get_span_context().trace_id, access.owner)
+
+
+class OwnershipSpanProcessor(SpanProcessor):
+    """Stamps the request's identity attributes on every span started inside it.
+
+    Reads the ContextVar the middleware sets, so it follows the request into handlers,
+    into threads started with a copied context (``asyncio.to_thread``,
+    ``contextvars.copy_context().run``) and into tasks created during the request.
+    Spans started outside any request are left alone.
+    """
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        decision = request_decision.get()
+        if decision is None or not decision.attributes:
+            return
+        span.set_attributes(decision.attributes)
+        span.set_attribute(DECISION_ID, decision.decision_id)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def strip_inbound_baggage() -> Token[Context] | None:
+    """Drop ``iamscope.*`` baggage the caller sent, so nothing downstream can mistake
+    it for ours. Returns a token for :func:`opentelemetry.context.detach`, or None when
+    there was nothing to drop."""
+    current = otel_context.get_current()
+    names = [name for name in baggage.get_all(current) if name.startswith("iamscope.")]
+    if not names:
+        return None
+    for name in names:
+        current = baggage.remove_baggage(name, current)
+    return otel_context.attach(current)
+
+
+_warned = threading.Event()
+
+
+def warn_if_misordered() -> None:
+    """One warning when a tracer provider is configured but no span is recording around
+    our middleware: the OpenTelemetry middleware must wrap ours, not the other way."""
+    if _warned.is_set():
+        return
+    provider: Any = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return
+    _warned.set()
+    log.warning(
+        "iamscope: a tracer provider is configured but no span is recording when "
+        "iamscope decides, so server spans carry no identity. Put the OpenTelemetry "
+        "middleware outside iamscope's:\n"
+        "  Starlette: Starlette(middleware=[Middleware(OpenTelemetryMiddleware), "
+        "Middleware(IAMScopeMiddleware, iamscope=iam)])  (first is outermost)\n"
+        "  FastAPI:   app.add_middleware(IAMScopeMiddleware, iamscope=iam); then "
+        "FastAPIInstrumentor.instrument_app(app)  (added last is outermost)\n"
+        "  Flask:     app.wsgi_app = OpenTelemetryMiddleware(IAMScopeWSGIMiddleware("
+        "app.wsgi_app, iam))"
+    )
