@@ -1,0 +1,346 @@
+"""Identity on spans (contract 5), with a real TracerProvider and in-memory exporter.
+
+An outer ASGI/WSGI layer starts the server span the way the OpenTelemetry middleware
+does (a real SDK span made current around the inner app), so the tests need no
+instrumentation package; the tagging code cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import flask
+import httpx
+import pytest
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, require
+from iamscope.policy import PolicyStore
+from iamscope.telemetry import OwnershipSpanProcessor, TelemetrySettings, trace_owners
+from iamscope.testing import LocalIssuer
+from tests.test_asgi import POLICY
+
+KEY = b"k" * 32
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    provider = TracerProvider()  # never the global one: each test owns its provider
+    provider.add_span_processor(OwnershipSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider
+    provider.shutdown()
+
+
+def make_iam(issuer: LocalIssuer, **kw: Any) -> IAMScope:
+    return IAMScope([issuer.issuer_config("corp")], PolicyStore(POLICY), hash_key=KEY, **kw)
+
+
+class ServerSpan:
+    """What OpenTelemetryMiddleware does, reduced: a current SERVER span around the app."""
+
+    def __init__(self, app: Any, provider: TracerProvider, carry: dict[str, str] | None = None):
+        self.app, self.tracer, self.carry = app, provider.get_tracer("test"), carry or {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = otel_context.get_current()
+        for name, value in self.carry.items():  # inbound baggage, as propagation puts it
+            ctx = baggage.set_baggage(name, value, ctx)
+        token = otel_context.attach(ctx)
+        try:
+            name = f"{scope['method']} {scope['path']}"
+            with self.tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER):
+                await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
+
+
+def make_app(iam: IAMScope, provider: TracerProvider, **kw: Any) -> Any:
+    tracer = provider.get_tracer("handler")
+    seen: dict[str, Any] = {}
+
+    async def work(request: Request) -> JSONResponse:
+        with tracer.start_as_current_span("in-handler"):
+            pass
+        # A thread with a copied context, and a task started inside the request.
+        await asyncio.to_thread(lambda: tracer.start_span("in-thread").end())
+        task = asyncio.create_task(_later(tracer))
+        await task
+        seen["baggage"] = dict(baggage.get_all())
+        return JSONResponse({"ok": True})
+
+    @require(roles=["admin"])
+    async def admin(request: Request) -> JSONResponse:
+        return JSONResponse({"admin": True})
+
+    app = Starlette(routes=[Route("/work", work), Route("/admin", admin)])
+    wrapped = ServerSpan(IAMScopeMiddleware(app, iam), provider, **kw)
+    wrapped.seen = seen  # type: ignore[attr-defined]
+    return wrapped
+
+
+async def _later(tracer: trace.Tracer) -> None:
+    await asyncio.sleep(0)
+    tracer.start_span("in-task").end()
+
+
+def get(app: Any, path: str, token: str | None = None) -> httpx.Response:
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            return await client.get(path, headers=headers)
+
+    return asyncio.run(run())
+
+
+def by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {span.name: span for span in exporter.get_finished_spans()}
+
+
+def test_server_span_carries_identity_and_decision(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    iam = make_iam(local_issuer)
+    app = make_app(iam, provider)
+    token = local_issuer.mint(sub="alice", groups=["sales-east"])
+    assert get(app, "/work", token).status_code == 200
+    assert get(app, "/work", token).status_code == 200
+    first, second = [s for s in exporter.get_finished_spans() if s.name == "GET /work"]
+    attrs = dict(first.attributes or {})
+    assert attrs["iamscope.issuer"] == "corp" and attrs["iamscope.principal.kind"] == "user"
+    assert attrs["iamscope.owner.team"] == "sales" and attrs["user.roles"] == ("analyst",)
+    assert attrs["iamscope.policy.version"] == "v1" and attrs["iamscope.decision"] == "allow"
+    assert attrs["user.hash"] == iam.hasher("corp", "alice")  # type: ignore[misc]
+    assert "enduser.id" not in attrs and "alice" not in repr(attrs)  # PII is opt-in
+    assert (attrs["iamscope.cache"], second.attributes["iamscope.cache"]) == ("miss", "hit")  # type: ignore[index]
+    assert attrs["iamscope.decision_id"] != second.attributes["iamscope.decision_id"]  # type: ignore[index]
+    iam.close()
+
+
+def test_spans_inside_the_request_carry_the_owner(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    iam = make_iam(local_issuer)
+    get(make_app(iam, provider), "/work", local_issuer.mint(groups=["sales-east"]))
+    spans = by_name(exporter)
+    server_id = spans["GET /work"].attributes["iamscope.decision_id"]  # type: ignore[index]
+    for name in ("in-handler", "in-thread", "in-task"):
+        attrs = spans[name].attributes or {}
+        assert attrs.get("iamscope.owner.team") == "sales", name
+        assert attrs.get("iamscope.decision_id") == server_id, name
+        assert "user.hash" in attrs and "iamscope.decision" not in attrs, name
+    iam.close()
+
+
+def test_spans_outside_requests_carry_no_identity(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    iam = make_iam(local_issuer)
+    get(make_app(iam, provider), "/work", local_issuer.mint(groups=["sales-east"]))
+    provider.get_tracer("t").start_span("after").end()
+    # A thread that did not copy the context sees no request either.
+    thread = threading.Thread(target=lambda: provider.get_tracer("t").start_span("bare").end())
+    thread.start()
+    thread.join()
+    spans = by_name(exporter)
+    for name in ("after", "bare"):
+        assert not any(k.startswith(("iamscope.", "user.")) for k in spans[name].attributes or {})
+    iam.close()
+
+
+def test_denials_are_tagged_without_unverified_identity(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    iam = make_iam(local_issuer)
+    app = make_app(iam, provider)
+    forged = local_issuer.mint(sub="mallory", groups=["admins"], aud="api://other")
+    response = get(app, "/work", forged)
+    assert response.status_code == 401
+    attrs = dict(by_name(exporter)["GET /work"].attributes or {})
+    assert attrs["iamscope.decision"] == "deny" and attrs["iamscope.code"] == "audience_invalid"
+    assert attrs["iamscope.decision_id"] == response.json()["decision_id"]
+    assert not {"user.hash", "user.roles", "iamscope.owner.team"} & set(attrs)
+    iam.close()
+
+
+def test_refusals_by_a_decorator_are_tagged_with_the_verified_identity(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    iam = make_iam(local_issuer)
+    response = get(make_app(iam, provider), "/admin", local_issuer.mint(groups=["sales-east"]))
+    assert response.status_code == 403
+    attrs = dict(by_name(exporter)["GET /admin"].attributes or {})
+    assert attrs["iamscope.decision"] == "deny" and attrs["iamscope.code"] == "role_required"
+    assert attrs["iamscope.owner.team"] == "sales" and "user.hash" in attrs
+    assert attrs["iamscope.decision_id"] == response.json()["decision_id"]
+    iam.close()
+
+
+def test_raw_subject_only_when_enabled(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    iam = make_iam(local_issuer, telemetry=TelemetrySettings(enduser_id=True, user_hash=False))
+    get(make_app(iam, provider), "/work", local_issuer.mint(sub="alice", groups=["sales-east"]))
+    attrs = dict(by_name(exporter)["GET /work"].attributes or {})
+    assert attrs["enduser.id"] == "alice" and "user.hash" not in attrs
+    iam.close()
+
+
+def test_inbound_baggage_is_never_identity_and_can_be_stripped(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    carry = {"iamscope.owner.team": "platform", "user.hash": "forged", "tenant": "t1"}
+    token = local_issuer.mint(groups=["sales-east"])
+    kept = make_iam(local_issuer)
+    app = make_app(kept, provider, carry=carry)
+    get(app, "/work", token)
+    assert by_name(exporter)["in-handler"].attributes["iamscope.owner.team"] == "sales"  # type: ignore[index]
+    assert app.seen["baggage"]["iamscope.owner.team"] == "platform"  # passed on, never used
+    stripping = make_iam(local_issuer, telemetry=TelemetrySettings(strip_baggage=True))
+    app = make_app(stripping, provider, carry=carry)
+    get(app, "/work", token)
+    assert app.seen["baggage"] == {"user.hash": "forged", "tenant": "t1"}
+    kept.close()
+    stripping.close()
+
+
+def test_owner_is_decided_once_per_trace(
+    local_issuer: LocalIssuer, provider: TracerProvider
+) -> None:
+    iam = make_iam(local_issuer)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("server") as span:
+        decision = iam.decide(
+            [(b"authorization", f"Bearer {local_issuer.mint(groups=['admins'])}".encode())]
+        )
+        from iamscope.telemetry.spans import tag
+
+        tag(span, decision)
+        trace_id = span.get_span_context().trace_id
+        later = iam.decide(
+            [(b"authorization", f"Bearer {local_issuer.mint(groups=['sales-east'])}".encode())]
+        )
+        tag(span, later)  # a second request reusing the trace id cannot move the trace
+    assert trace_owners.get(trace_id) == "platform"
+    iam.close()
+
+
+def test_identity_attributes_are_built_once_per_cached_token(local_issuer: LocalIssuer) -> None:
+    iam = make_iam(local_issuer)
+    headers = [(b"authorization", f"Bearer {local_issuer.mint(groups=['sales-east'])}".encode())]
+    miss, hit = iam.decide(headers), iam.decide(headers)
+    assert hit.cache == "hit" and hit.attributes is miss.attributes is not None
+    iam.close()
+
+
+def test_flask_server_span_is_tagged(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    iam = make_iam(local_issuer)
+    app = flask.Flask("spans")
+    tracer = provider.get_tracer("t")
+
+    @app.get("/work")
+    def work() -> Any:
+        tracer.start_span("in-view").end()
+        return {"ok": True}
+
+    inner = IAMScopeWSGIMiddleware(app.wsgi_app, iam)
+
+    def server_span(environ: dict[str, Any], start_response: Any) -> Any:
+        with tracer.start_as_current_span("GET /work", kind=trace.SpanKind.SERVER):
+            return list(inner(environ, start_response))
+
+    transport = httpx.WSGITransport(app=server_span)
+    with httpx.Client(transport=transport, base_url="http://t") as client:
+        token = local_issuer.mint(groups=["sales-east"])
+        assert client.get("/work", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    spans = by_name(exporter)
+    assert spans["GET /work"].attributes["iamscope.owner.team"] == "sales"  # type: ignore[index]
+    assert spans["in-view"].attributes["iamscope.owner.team"] == "sales"  # type: ignore[index]
+    iam.close()
+
+
+MISORDERED = """
+import asyncio, logging, sys
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from iamscope import IAMScope, IAMScopeMiddleware
+from iamscope.policy import PolicyStore
+from iamscope.testing import LocalIssuer
+
+logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(message)s")
+trace.set_tracer_provider(TracerProvider())  # configured, but nothing starts a server span
+policy = {"version": "v", "roles": {"r": {"permissions": ["x"]}},
+          "bindings": [{"groups": ["g"], "roles": ["r"]}]}
+with LocalIssuer() as issuer:
+    iam = IAMScope([issuer.issuer_config("corp")], PolicyStore(policy), hash_key=b"k" * 32)
+    app = IAMScopeMiddleware(Starlette(routes=[Route("/", lambda r: PlainTextResponse("ok"))]), iam)
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for token in (issuer.mint(groups=["g"]), issuer.mint(groups=["g"])):
+                response = await client.get("/", headers={"authorization": "Bearer " + token})
+                assert response.status_code == 200
+    asyncio.run(main())
+    iam.close()
+"""
+
+
+def test_a_misordered_stack_is_reported_once() -> None:
+    # Its own process: the global tracer provider can be set only once.
+    out = subprocess.run(
+        [sys.executable, "-c", MISORDERED], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("no span is recording") == 1
+    assert "OpenTelemetryMiddleware" in out.stdout
+
+
+def test_copied_context_is_what_threads_need(
+    local_issuer: LocalIssuer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    # contextvars.copy_context().run is the general form of what asyncio.to_thread does.
+    iam = make_iam(local_issuer)
+    tracer = provider.get_tracer("t")
+
+    async def view(request: Request) -> JSONResponse:
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run, args=(lambda: tracer.start_span("copied").end(),)
+        )
+        thread.start()
+        thread.join()
+        return JSONResponse({})
+
+    app = ServerSpan(IAMScopeMiddleware(Starlette(routes=[Route("/", view)]), iam), provider)
+    get(app, "/", local_issuer.mint(groups=["admins"]))
+    assert by_name(exporter)["copied"].attributes["iamscope.owner.team"] == "platform"  # type: ignore[index]
+    iam.close()
