@@ -1,0 +1,240 @@
+"""Export end to end: iamscope's presets and routing exporter sending to a real OTLP
+receiver on 127.0.0.1 (HTTP/protobuf and gRPC), decoded on arrival."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from iamscope import IAMScope, IAMScopeMiddleware
+from iamscope.errors import ConfigError
+from iamscope.policy import PolicyStore
+from iamscope.telemetry import RoutingSpanExporter, TelemetrySettings, TraceOwners, configure
+from iamscope.telemetry.export import build_exporter
+from iamscope.testing import LocalIssuer
+from tests.telemetry._receiver import OTLPGRPCReceiver, OTLPHTTPReceiver, stopped_endpoint
+from tests.telemetry.test_spans import ServerSpan
+from tests.test_asgi import POLICY
+
+TOKENS = {"LS_TOKEN_SALES": "tok-sales", "LS_TOKEN_PLATFORM": "tok-platform"}
+TOKENS["LS_ACCESS_TOKEN"] = "tok-default"
+
+
+@pytest.fixture(autouse=True)
+def project_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in TOKENS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")  # an outage test gives up quickly
+
+
+def lightstep(endpoint: str, protocol: str = "http/protobuf") -> dict[str, Any]:
+    """The reference config's telemetry block, pointed at the local receiver."""
+    return {
+        "exporter": "lightstep",
+        "protocol": protocol,
+        "endpoint": endpoint,
+        "projects": {
+            "sales": {"token_env": "LS_TOKEN_SALES"},
+            "platform": {"token_env": "LS_TOKEN_PLATFORM"},
+        },
+        "default_project": {"token_env": "LS_ACCESS_TOKEN"},
+    }
+
+
+@pytest.fixture
+def iam(local_issuer: LocalIssuer) -> Iterator[IAMScope]:
+    scope = IAMScope([local_issuer.issuer_config("corp")], PolicyStore(POLICY), hash_key=b"k" * 32)
+    yield scope
+    scope.close()
+
+
+def serve(iam: IAMScope, provider: TracerProvider) -> Any:
+    tracer = provider.get_tracer("app")
+
+    async def work(request: Request) -> JSONResponse:
+        with tracer.start_as_current_span("query"):
+            pass
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/work", work)])
+    return ServerSpan(IAMScopeMiddleware(app, iam), provider)
+
+
+def call(app: Any, tokens: Sequence[str | None]) -> list[int]:
+    async def run() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            statuses = []
+            for token in tokens:
+                headers = {"authorization": f"Bearer {token}"} if token else {}
+                statuses.append((await client.get("/work", headers=headers)).status_code)
+            return statuses
+
+    return asyncio.run(run())
+
+
+def by_token(receiver: Any) -> dict[str, set[tuple[str, object]]]:
+    """For each project token seen: (span name, its owner) pairs that arrived with it."""
+    found: dict[str, set[tuple[str, object]]] = {}
+    for received in receiver.received:
+        token = received.headers.get("lightstep-access-token", "")
+        for span in received.spans:
+            found.setdefault(token, set()).add(
+                (span.name, span.attributes.get("iamscope.owner.team"))
+            )
+    return found
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_each_team_s_spans_reach_its_project_with_its_token(
+    protocol: str, iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    receiver = OTLPHTTPReceiver() if protocol == "http/protobuf" else OTLPGRPCReceiver()
+    with receiver:
+        endpoint = (
+            receiver.endpoint if protocol == "http/protobuf" else "http://" + receiver.endpoint
+        )
+        provider = configure(lightstep(endpoint, protocol), set_global=False)
+        app = serve(iam, provider)
+        sales = local_issuer.mint(groups=["sales-east"])
+        admin = local_issuer.mint(groups=["admins"])
+        assert call(app, [sales, admin, None]) == [200, 200, 401]
+        provider.get_tracer("startup").start_span("outside-requests").end()
+        assert provider.force_flush()
+        assert receiver.wait_for(6)
+        provider.shutdown()
+    assert by_token(receiver) == {
+        "tok-sales": {("GET /work", "sales"), ("query", "sales")},
+        "tok-platform": {("GET /work", "platform"), ("query", "platform")},
+        # The anonymous denial and spans outside requests have no owner: default project.
+        "tok-default": {("GET /work", None), ("outside-requests", None)},
+    }
+    denied = [s for s in receiver.spans() if s.attributes.get("iamscope.decision") == "deny"]
+    assert [s.attributes["iamscope.code"] for s in denied] == ["token_missing"]
+
+
+def test_a_collector_outage_never_reaches_the_requests(
+    iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    provider = configure(lightstep(stopped_endpoint()), set_global=False)
+    app = serve(iam, provider)
+    token = local_issuer.mint(groups=["sales-east"])
+    started = time.monotonic()
+    assert call(app, [token] * 20) == [200] * 20
+    assert time.monotonic() - started < 5  # export happens off the request path
+    provider.force_flush()
+    (processor,) = [
+        p
+        for p in provider._active_span_processor._span_processors
+        if hasattr(p, "_batch_processor")
+    ]
+    router = processor._batch_processor._exporter
+    assert isinstance(router, RoutingSpanExporter)
+    assert router.failed.get("sales", 0) == 40  # 20 server spans + 20 child spans
+    provider.shutdown()
+
+
+class Failing(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        raise RuntimeError("exporter bug")
+
+
+def test_a_raising_exporter_is_contained_and_counted() -> None:
+    provider = TracerProvider()
+    good = InMemorySpanExporter()
+    router = RoutingSpanExporter({"sales": Failing()}, good, owners=TraceOwners())
+    tracer = provider.get_tracer("t")
+    spans = []
+    for owner in ("sales", "platform", None):
+        span = tracer.start_span("s", attributes={"iamscope.owner.team": owner} if owner else {})
+        span.end()
+        spans.append(span)
+    assert router.export(spans) is SpanExportResult.FAILURE
+    assert router.failed == {"sales": 1}
+    # Unknown owners and spans without one go to the default project.
+    assert len(good.get_finished_spans()) == 2
+
+
+def test_spans_without_an_owner_follow_their_trace() -> None:
+    owners = TraceOwners()
+    sales, default = InMemorySpanExporter(), InMemorySpanExporter()
+    router = RoutingSpanExporter({"sales": sales}, default, owners=owners)
+    tracer = TracerProvider().get_tracer("t")
+    with tracer.start_as_current_span("server") as server:
+        owners.claim(server.get_span_context().trace_id, "sales")
+        child = tracer.start_span("started-before-the-middleware")
+        child.end()
+    router.export([child])
+    assert [s.name for s in sales.get_finished_spans()] == ["started-before-the-middleware"]
+    assert default.get_finished_spans() == ()
+
+
+def test_the_otlp_preset_follows_the_standard_variables(
+    monkeypatch: pytest.MonkeyPatch, iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    with OTLPHTTPReceiver() as receiver:
+        base = receiver.endpoint.removesuffix("/v1/traces")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team-key=abc")
+        provider = configure({"exporter": "otlp"}, set_global=False)
+        call(serve(iam, provider), [local_issuer.mint(groups=["admins"])])
+        provider.force_flush()
+        assert receiver.wait_for(2)
+        provider.shutdown()
+    assert {r.headers.get("x-team-key") for r in receiver.received} == {"abc"}
+
+
+def test_otlp_project_tokens_go_in_the_named_header_beside_the_standard_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-org=acme")
+    with OTLPHTTPReceiver() as receiver:
+        settings = {
+            "exporter": "otlp",
+            "endpoint": receiver.endpoint,
+            "token_header": "x-project-token",
+            "default_project": {"token_env": "LS_ACCESS_TOKEN"},
+        }
+        provider = configure(settings, set_global=False)
+        provider.get_tracer("t").start_span("s").end()
+        provider.force_flush()
+        assert receiver.wait_for(1)
+        provider.shutdown()
+    (received,) = receiver.received
+    assert received.headers["x-project-token"] == "tok-default"
+    assert received.headers["x-org"] == "acme"
+
+
+def test_missing_secrets_refuse_to_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LS_TOKEN_SALES")
+    with pytest.raises(ConfigError, match="LS_TOKEN_SALES is not set"):
+        build_exporter(TelemetrySettings.from_mapping(lightstep("http://127.0.0.1:9/v1/traces")))
+    otlp = {"exporter": "otlp", "default_project": {"token_env": "LS_ACCESS_TOKEN"}}
+    with pytest.raises(ConfigError, match="token_header"):
+        build_exporter(TelemetrySettings.from_mapping(otlp))
+
+
+def test_lightstep_preset_defaults_to_its_ingest_endpoint() -> None:
+    exporter = build_exporter(TelemetrySettings(exporter="lightstep"))
+    assert exporter is not None
+    assert exporter._endpoint == "https://ingest.lightstep.com/traces/otlp/v0.9"  # type: ignore[attr-defined]
+    assert build_exporter(TelemetrySettings()) is None
+
+
+def test_configure_sets_the_global_provider_only_when_asked() -> None:
+    before = trace.get_tracer_provider()
+    configure({"exporter": "none"}, set_global=False)
+    assert trace.get_tracer_provider() is before
