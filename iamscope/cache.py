@@ -15,6 +15,7 @@ heap dump of the cache holds no usable token. (Measured here: hashlib.sha256 on 
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -58,7 +59,7 @@ class CacheSettings:
         for name, value in data.items():
             whole = name.startswith("max_") and name != "max_ttl"
             number = isinstance(value, int) or (not whole and isinstance(value, float))
-            if isinstance(value, bool) or not number or value <= 0:
+            if isinstance(value, bool) or not number or not 0 < value < math.inf:
                 what = "a positive whole number" if whole else "a positive number of seconds"
                 raise ConfigError(
                     f"cache.{name} must be {what}", source=where, line=lines.get(name), key=name

@@ -112,6 +112,16 @@ def parse_text(text: str, source: str | None = None) -> Any:
         ) from None
 
 
+def _block(data: Mapping[str, Any], key: str, source: str | None) -> Any:
+    value = data.get(key)
+    if value is None:
+        return {}  # absent, or `key:` with nothing under it
+    if not isinstance(value, Mapping):
+        line = getattr(data, "lines", {}).get(key)
+        raise ConfigError(f"{key} settings must be a mapping", source=source, line=line, key=key)
+    return value
+
+
 def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> Config:
     """Load from a mapping, a file path, or (when ``None``) the ``IAMSCOPE_CONFIG`` path."""
     source: str | None = None
@@ -135,7 +145,7 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
     return Config(
         issuers=issuers,
         policy=data.get("policy") or {},
-        telemetry=TelemetrySettings.from_mapping(data.get("telemetry") or {}, where=source),
-        cache=CacheSettings.from_mapping(data.get("cache") or {}, where=source),
+        telemetry=TelemetrySettings.from_mapping(_block(data, "telemetry", source), where=source),
+        cache=CacheSettings.from_mapping(_block(data, "cache", source), where=source),
         source=source,
     )

@@ -95,7 +95,7 @@ class TelemetrySettings:
         for key in ("user_hash", "enduser_id", "strip_baggage"):
             if key in data and not isinstance(data[key], bool):
                 raise fail(key, f"{key!r} must be true or false")
-        projects = data.get("projects") or {}
+        projects = _or_empty(data.get("projects"))
         if not isinstance(projects, Mapping):
             raise fail("projects", "'projects' must map owner teams to projects")
         return cls(
@@ -104,11 +104,16 @@ class TelemetrySettings:
             endpoint=data.get("endpoint"),
             token_header=data.get("token_header"),
             projects={
-                str(team): _project(spec, f"projects.{team}", where, lines.get("projects"))
+                str(team): _project(
+                    spec,
+                    f"projects.{team}",
+                    where,
+                    getattr(projects, "lines", {}).get(team, lines.get("projects")),
+                )
                 for team, spec in projects.items()
             },
             default_project=_project(
-                data.get("default_project") or {},
+                _or_empty(data.get("default_project")),
                 "default_project",
                 where,
                 lines.get("default_project"),
@@ -132,6 +137,12 @@ def _project(spec: Any, name: str, where: str | None, line: int | None) -> Proje
                 f"{name}.{key} must be a non-empty string", source=where, line=line_of, key=key
             )
     return Project(token_env=spec.get("token_env"), endpoint=spec.get("endpoint"))
+
+
+def _or_empty(value: Any) -> Any:
+    """An absent or empty (``key:`` with nothing after it) block is an empty mapping;
+    anything else, falsy or not, is checked as it is."""
+    return {} if value is None else value
 
 
 def hash_key_from_env(variable: str = HASH_KEY_ENV) -> bytes | None:

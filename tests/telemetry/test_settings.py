@@ -206,9 +206,7 @@ def test_unknown_key_inside_a_project_is_refused_with_a_suggestion() -> None:
 
 def test_unknown_key_inside_the_default_project_is_refused() -> None:
     error = telemetry_error({"default_project": {"endpoit": "https://x.example"}})
-    assert error.detail == (
-        "unknown default_project key 'endpoit' (did you mean 'endpoint'?)"
-    )
+    assert error.detail == ("unknown default_project key 'endpoit' (did you mean 'endpoint'?)")
 
 
 @pytest.mark.parametrize("value", ["LS_TOKEN", 5, ["LS_TOKEN"]])
@@ -231,12 +229,6 @@ def test_projects_must_be_a_mapping(value: object) -> None:
     assert error.key == "projects"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settings.py:98/111: `data.get('projects') or {}` and `data.get('default_project')"
-    " or {}` turn any falsy non-mapping ([], '', false, 0) into {} instead of refusing it,"
-    " while truthy non-mappings (5, true) are refused",
-)
 @pytest.mark.parametrize(
     "data",
     [{"projects": []}, {"projects": False}, {"default_project": ""}, {"default_project": False}],
@@ -299,9 +291,7 @@ telemetry:
 """
     error = file_error(tmp_path, block)
     assert error.line == FIRST + 5
-    assert error.detail == (
-        "unknown projects.platform key 'endpont' (did you mean 'endpoint'?)"
-    )
+    assert error.detail == ("unknown projects.platform key 'endpont' (did you mean 'endpoint'?)")
 
 
 def test_yaml_empty_project_field_error_points_at_that_field(tmp_path: Path) -> None:
@@ -324,12 +314,6 @@ def test_yaml_project_not_a_mapping_is_refused_with_file_and_line(tmp_path: Path
     assert error.detail == "'projects.sales' must be a mapping"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settings.py:107: _project() gets lines.get('projects') (the `projects:` line) "
-    "instead of the team's own line (projects.lines[team]), so with several teams the "
-    "error points at the wrong line",
-)
 def test_yaml_project_not_a_mapping_points_at_that_project(tmp_path: Path) -> None:
     block = """\
 telemetry:
@@ -388,12 +372,6 @@ def test_cache_durations_must_be_positive_numbers(name: str, value: object) -> N
     assert error.key == name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache.py:61: `value <= 0` is False for NaN, so `.nan` is accepted; a NaN "
-    "negative_ttl makes cached rejections never expire (expires_at <= now is always False) "
-    "and a NaN max_ttl silently removes the TTL cap",
-)
 @pytest.mark.parametrize("name", ["max_ttl", "negative_ttl"])
 def test_cache_durations_refuse_nan(name: str) -> None:
     cache_error({name: math.nan})

@@ -1,0 +1,147 @@
+"""What identity on spans costs, side by side with OpenTelemetry alone.
+
+A real SDK ``TracerProvider`` whose only other processor hands spans to an exporter that
+drops them (so export costs nothing and both sides pay the same span machinery):
+
+* **server span**: start and end a SERVER span (OpenTelemetry alone), against the same
+  plus what the middleware adds on a cache hit: ``get_current_span()``,
+  ``is_recording()`` and tagging it with the cached identity and the decision (contract
+  5) and claiming the trace's owner;
+* **child span**: start and end a span inside a request, on a provider without and with
+  the :class:`~iamscope.telemetry.OwnershipSpanProcessor` (which stamps the identity
+  read from the request's ContextVar).
+
+The cost is the difference of per-call medians of interleaved rounds. DESIGN.md budget:
+≤ 2 µs per request on the server span, ≤ 3 µs per child span.
+
+    .venv/bin/python benchmarks/bench_telemetry.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import timeit
+from collections.abc import Callable, Sequence
+
+from _readme import intro_of, write_section
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from iamscope import IAMScope
+from iamscope._context import request_decision
+from iamscope.policy import PolicyStore
+from iamscope.telemetry import OwnershipSpanProcessor
+from iamscope.telemetry.spans import tag
+from iamscope.testing import LocalIssuer
+
+POLICY = {
+    "version": "bench",
+    "roles": {"analyst": {"permissions": ["sales:read"]}},
+    "bindings": [{"groups": ["sales-east"], "roles": ["analyst"], "owner": "sales"}],
+}
+
+
+class Drop(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def provider(ownership: bool) -> TracerProvider:
+    tracer_provider = TracerProvider()
+    if ownership:
+        tracer_provider.add_span_processor(OwnershipSpanProcessor())
+    tracer_provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    return tracer_provider
+
+
+def measure(rounds: int, number: int) -> dict[str, list[float]]:
+    with LocalIssuer() as issuer:
+        iam = IAMScope([issuer.issuer_config()], PolicyStore(POLICY), hash_key=b"k" * 32)
+        headers = [(b"authorization", f"Bearer {issuer.mint(groups=['sales-east'])}".encode())]
+        iam.decide(headers)
+        decision = iam.hit(headers)
+        assert decision is not None and decision.attributes
+    plain = provider(False).get_tracer("bench")
+    owned = provider(True).get_tracer("bench")
+    server = trace.SpanKind.SERVER
+
+    def server_alone() -> None:
+        with plain.start_as_current_span("GET /", kind=server):
+            pass
+
+    def server_tagged() -> None:
+        with plain.start_as_current_span("GET /", kind=server):
+            span = trace.get_current_span()
+            if span.is_recording():
+                tag(span, decision)
+
+    def child_alone() -> None:
+        plain.start_span("query").end()
+
+    def child_owned() -> None:
+        owned.start_span("query").end()
+
+    contenders: dict[str, Callable[[], None]] = {
+        "server span, OTel alone": server_alone,
+        "server span, tagged": server_tagged,
+        "child span, OTel alone": child_alone,
+        "child span, ownership processor": child_owned,
+    }
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    token = request_decision.set(decision)  # inside a request, as the middleware leaves it
+    try:
+        for r in range(rounds):
+            for name in list(contenders) if r % 2 == 0 else reversed(contenders):
+                seconds = timeit.timeit(contenders[name], number=number)
+                results[name].append(seconds / number * 1e6)
+    finally:
+        request_decision.reset(token)
+    iam.close()
+    return results
+
+
+def render(results: dict[str, list[float]]) -> str:
+    def cost(with_: str, alone: str) -> tuple[float, float, float]:
+        diffs = [a - b for a, b in zip(results[with_], results[alone], strict=True)]
+        return statistics.median(diffs), min(diffs), max(diffs)
+
+    rows = ["| contender | median µs | min-max |", "|---|---:|---:|"]
+    rows += [
+        f"| {name} | {statistics.median(t):.2f} | {min(t):.2f}-{max(t):.2f} |"
+        for name, t in results.items()
+    ]
+    server = cost("server span, tagged", "server span, OTel alone")
+    child = cost("child span, ownership processor", "child span, OTel alone")
+    rows += [
+        "",
+        "| iamscope adds | median µs (min-max of per-round differences) | budget |",
+        "|---|---:|---|",
+        f"| per request, server span | {server[0]:.2f} ({server[1]:.2f}-{server[2]:.2f}) | "
+        f"≤ 2 µs: {'met' if server[0] <= 2 else 'NOT met'} |",
+        f"| per child span | {child[0]:.2f} ({child[1]:.2f}-{child[2]:.2f}) | "
+        f"≤ 3 µs: {'met' if child[0] <= 3 else 'NOT met'} |",
+        "",
+        f"Python {sys.version.split()[0]}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="cost of identity on spans vs OTel alone")
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--number", type=int, default=5000)
+    args = parser.parse_args(argv)
+    block = render(measure(args.rounds, args.number))
+    print(block)
+    if args.write:
+        write_section("telemetry", "Telemetry (`bench_telemetry.py`)", intro_of(__doc__), block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
