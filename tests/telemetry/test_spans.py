@@ -272,7 +272,11 @@ def test_flask_server_span_is_tagged(
 
     def server_span(environ: dict[str, Any], start_response: Any) -> Any:
         with tracer.start_as_current_span("GET /work", kind=trace.SpanKind.SERVER):
-            return list(inner(environ, start_response))
+            body = inner(environ, start_response)
+            try:
+                return list(body)
+            finally:
+                body.close()  # type: ignore[attr-defined]  # as every WSGI server must
 
     transport = httpx.WSGITransport(app=server_span)
     with httpx.Client(transport=transport, base_url="http://t") as client:
