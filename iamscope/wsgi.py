@@ -45,6 +45,10 @@ class IAMScopeWSGIMiddleware:
         ]
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if request_decision.get() is not None:
+            # A response earlier in this thread was never closed (a server that skips
+            # close()): its identity must not reach this request, public or not.
+            request_decision.set(None)
         path = environ.get("PATH_INFO", "")
         if self.iamscope.is_public(path):
             return self.app(environ, start_response)

@@ -121,6 +121,26 @@ def test_flask_streaming_body_keeps_the_access_current(
     assert current() is None
 
 
+def test_an_unclosed_response_does_not_leak_into_the_next_request(
+    iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    app = make_flask(iam)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/stream",
+        "SERVER_NAME": "test",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": None,
+        "HTTP_AUTHORIZATION": f"Bearer {local_issuer.mint(groups=['sales-east'])}",
+    }
+    body = app.wsgi_app(environ, lambda status, headers: None)
+    assert b"".join(body) == b"analyst\n" * 3  # read but never closed, as a sloppy server might
+    with client(app) as http:
+        assert http.get("/health").json() == {"access": False}
+    assert current() is None
+
+
 def test_joined_authorization_headers_are_a_bad_request(
     iam: IAMScope, local_issuer: LocalIssuer
 ) -> None:
