@@ -11,7 +11,9 @@ drops them (so export costs nothing and both sides pay the same span machinery):
   the :class:`~iamscope.telemetry.OwnershipSpanProcessor` (which stamps the identity
   read from the request's ContextVar).
 
-The cost is the difference of per-call medians of interleaved rounds. DESIGN.md budget:
+The cost is the median of per-round differences of interleaved rounds (the budget
+line); the isolated rows time the same work alone on a live span, which shows how much
+of the in-situ difference is the machine rather than the work. DESIGN.md budget:
 ≤ 2 µs per request on the server span, ≤ 3 µs per child span.
 
     .venv/bin/python benchmarks/bench_telemetry.py [--write]
@@ -85,13 +87,29 @@ def measure(rounds: int, number: int) -> dict[str, list[float]]:
     def child_owned() -> None:
         owned.start_span("query").end()
 
+    live = plain.start_span("live")
+    processor = OwnershipSpanProcessor()
+
+    def tag_only() -> None:
+        tag(live, decision)
+
+    def on_start_only() -> None:
+        processor.on_start(live)
+
     contenders: dict[str, Callable[[], None]] = {
         "server span, OTel alone": server_alone,
         "server span, tagged": server_tagged,
         "child span, OTel alone": child_alone,
         "child span, ownership processor": child_owned,
+        "isolated: tag() on a live span": tag_only,
+        "isolated: ownership on_start": on_start_only,
     }
     results: dict[str, list[float]] = {name: [] for name in contenders}
+    with plain.start_as_current_span("check", kind=server) as check:
+        tag(check, decision)
+        owned.start_span("child").end()
+    if check.attributes.get("iamscope.owner.team") != "sales":  # type: ignore[union-attr]
+        raise SystemExit("tagging did not happen: the figures would measure nothing")
     token = request_decision.set(decision)  # inside a request, as the middleware leaves it
     try:
         for r in range(rounds):

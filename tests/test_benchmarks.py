@@ -36,3 +36,8 @@ def test_resolve_benchmark_runs() -> None:
 def test_middleware_benchmark_runs() -> None:
     out = run("bench_middleware.py", "--rounds", "2", "--requests", "40")
     assert "iamscope hit" in out and "starlette-auth" in out
+
+
+def test_telemetry_benchmark_runs() -> None:
+    out = run("bench_telemetry.py", "--rounds", "2", "--number", "20")
+    assert "per request, server span" in out and "per child span" in out

@@ -58,6 +58,7 @@ class RoutingSpanExporter(SpanExporter):
         self.routes = dict(routes)
         self.default = default
         self._owners = owners
+        owners.active = True
         self._metrics = metrics
         self._lock = threading.Lock()
         #: Spans each route failed to deliver ("" is the default project).

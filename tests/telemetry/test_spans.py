@@ -30,7 +30,13 @@ from starlette.routing import Route
 
 from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, require
 from iamscope.policy import PolicyStore
-from iamscope.telemetry import OwnershipSpanProcessor, TelemetrySettings, trace_owners
+from iamscope.telemetry import (
+    OwnershipSpanProcessor,
+    RoutingSpanExporter,
+    TelemetrySettings,
+    TraceOwners,
+)
+from iamscope.telemetry.spans import tag
 from iamscope.testing import LocalIssuer
 from tests.test_asgi import POLICY
 
@@ -231,20 +237,24 @@ def test_owner_is_decided_once_per_trace(
     local_issuer: LocalIssuer, provider: TracerProvider
 ) -> None:
     iam = make_iam(local_issuer)
+    owners = TraceOwners()
+    RoutingSpanExporter({}, InMemorySpanExporter(), owners=owners)  # a reader switches it on
     tracer = provider.get_tracer("t")
-    with tracer.start_as_current_span("server") as span:
-        decision = iam.decide(
-            [(b"authorization", f"Bearer {local_issuer.mint(groups=['admins'])}".encode())]
-        )
-        from iamscope.telemetry.spans import tag
 
-        tag(span, decision)
-        trace_id = span.get_span_context().trace_id
-        later = iam.decide(
-            [(b"authorization", f"Bearer {local_issuer.mint(groups=['sales-east'])}".encode())]
+    def decide(groups: list[str]) -> Any:
+        return iam.decide(
+            [(b"authorization", f"Bearer {local_issuer.mint(groups=groups)}".encode())]
         )
-        tag(span, later)  # a second request reusing the trace id cannot move the trace
-    assert trace_owners.get(trace_id) == "platform"
+
+    with tracer.start_as_current_span("server") as span:
+        tag(span, decide(["admins"]), owners)
+        trace_id = span.get_span_context().trace_id
+        tag(span, decide(["sales-east"]), owners)  # a request reusing the trace id
+    assert owners.get(trace_id) == "platform"
+    unread = TraceOwners()
+    with tracer.start_as_current_span("server") as span:
+        tag(span, decide(["admins"]), unread)
+    assert unread.get(span.get_span_context().trace_id) is None  # nobody routes: no cost
     iam.close()
 
 
