@@ -358,3 +358,23 @@ def test_copied_context_is_what_threads_need(
     get(app, "/", local_issuer.mint(groups=["admins"]))
     assert by_name(exporter)["copied"].attributes["iamscope.owner.team"] == "platform"  # type: ignore[index]
     iam.close()
+
+
+def test_fast_attribute_path_keeps_the_sdk_rules() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    from iamscope.telemetry import spans
+
+    assert spans._SDK_SPAN is not None  # this SDK takes the fast path (see put's docstring)
+    attrs = {"iamscope.owner.team": "sales", "user.roles": ("analyst", "admin")}
+    plain = TracerProvider().get_tracer("t").start_span("s")
+    spans.put(plain, attrs)
+    assert dict(plain.attributes or {}) == attrs
+    # Limits set: the SDK's own path, which truncates and bounds.
+    limits = SpanLimits(max_span_attribute_length=3, max_span_attributes=1)
+    limited = TracerProvider(span_limits=limits).get_tracer("t").start_span("s")
+    spans.put(limited, attrs)
+    assert dict(limited.attributes or {}) == {"user.roles": ("ana", "adm")}
+    plain.end()
+    spans.put(plain, {"late": "x"})  # an ended span is left alone
+    assert "late" not in (plain.attributes or {})
