@@ -82,6 +82,7 @@ class AuditRecord(NamedTuple):
     trace: tuple[int, int] | None  # (trace_id, span_id) of the span current at decision
     hasher: SubjectHasher | None  # None: subject hashing is off
     hits: int = 1  # > 1: a summary of identical allowed cache hits (see HitSummary)
+    details: str | None = None  # what an export decision did (the OTLP gateway)
 
 
 def _trace_ids() -> tuple[int, int] | None:
@@ -120,6 +121,7 @@ def to_event(record: AuditRecord) -> dict[str, Any]:
         "policy_version": access.policy_version if access is not None else None,
         "cache": d.cache,
         "count": record.hits,
+        **({"details": record.details} if record.details is not None else {}),
     }
 
 

@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     explain.add_argument("--issuer", help="issuer name (default: by the claims' iss)")
     test = sub.add_parser("test", help="run policy tests written as data")
     test.add_argument("file")
+    gateway = sub.add_parser("gateway", help="run the identity-aware OTLP gateway (uvicorn)")
+    gateway.add_argument("--config", required=True)
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=4318)
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -55,10 +59,32 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return _lint(Path(args.file), args.strict, out)
         if args.command == "explain":
             return _explain(args, out)
+        if args.command == "gateway":
+            return _gateway(Path(args.config), args.host, args.port)
         return _test(Path(args.file), out)
     except ConfigError as exc:
         out.write(f"error: {exc}\n")
         return UNUSABLE
+
+
+# --- gateway -------------------------------------------------------------------------
+
+
+def _gateway(path: Path, host: str, port: int) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("the gateway needs uvicorn: pip install 'iamscope[gateway]'") from None
+
+    from iamscope.enforce import IAMScope
+    from iamscope.gateway import OTLPGateway
+
+    config = load_config(path)
+    if config.gateway is None:
+        raise ConfigError("no 'gateway' block", source=str(path), key="gateway")
+    app = OTLPGateway(IAMScope.from_config(config), config.gateway)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+    return OK
 
 
 # --- loading -------------------------------------------------------------------------

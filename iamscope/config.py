@@ -19,12 +19,13 @@ import yaml
 
 from iamscope.cache import CacheSettings
 from iamscope.errors import ConfigError
+from iamscope.gateway_settings import GatewaySettings
 from iamscope.telemetry.settings import TelemetrySettings
 from iamscope.tokens.issuer import IssuerConfig, _reject_unknown, issuers_from_config
 
 __all__ = ["Config", "load_config"]
 
-TOP_LEVEL_KEYS = ("issuers", "policy", "telemetry", "cache")
+TOP_LEVEL_KEYS = ("issuers", "policy", "telemetry", "cache", "gateway")
 ENV_VAR = "IAMSCOPE_CONFIG"
 
 
@@ -83,6 +84,7 @@ class Config:
     policy: Mapping[str, Any] = field(default_factory=dict)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    gateway: GatewaySettings | None = None  # the OTLP gateway, when configured
     source: str | None = None
 
 
@@ -147,5 +149,10 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
         policy=data.get("policy") or {},
         telemetry=TelemetrySettings.from_mapping(_block(data, "telemetry", source), where=source),
         cache=CacheSettings.from_mapping(_block(data, "cache", source), where=source),
+        gateway=(
+            GatewaySettings.from_mapping(data["gateway"], where=source)
+            if data.get("gateway") is not None
+            else None
+        ),
         source=source,
     )

@@ -393,6 +393,11 @@ class IAMScope:
             tag(span, refused)
         self.audit.emit(audit_event(refused, method, path, self.hasher, self.clock()))
 
+    def audit_export(self, decision: Decision, path: str, details: str) -> None:
+        """One event per export decision of the OTLP gateway, under the request's id."""
+        record = audit_event(decision, "POST", path, self.hasher, self.clock())
+        self.audit.emit(record._replace(details=details))
+
     def _sync_flight(self, key: bytes) -> threading.Lock:
         with self._flight_lock:
             lock = self._sync_flights.get(key)

@@ -58,6 +58,16 @@ class TraceScope:
         """Whether ``action`` is allowed; an omitted environment/service means "any part of it"."""
         return any(g.allows(action, project, environment, service) for g in self.grants)
 
+    def permits(
+        self, action: str, project: str, environment: str | None, service: str | None
+    ) -> bool:
+        """Like :meth:`allows` for a concrete record: a missing environment or service is
+        covered only by a wildcard grant (a sender that does not say where its spans come
+        from cannot write into a named environment)."""
+        return self._allows_record(
+            action, {"project": project, "environment": environment, "service": service}
+        )
+
     def projects(self, action: str = "read") -> frozenset[str]:
         """Projects with some grant for ``action`` (``*`` when a wildcard grant exists)."""
         return frozenset(g.project for g in self.grants if action in g.actions)

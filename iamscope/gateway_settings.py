@@ -1,0 +1,93 @@
+"""The ``gateway`` block of the config file (see :mod:`iamscope.gateway`), checked at
+load time like every other block."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from iamscope.errors import ConfigError
+from iamscope.telemetry.settings import Project, _or_empty, _project
+from iamscope.tokens.issuer import _reject_unknown
+
+__all__ = ["GatewaySettings"]
+
+_KEYS = (
+    "upstream",
+    "endpoint",
+    "token_header",
+    "projects",
+    "default_project",
+    "out_of_scope",
+    "max_body_bytes",
+    "timeout",
+    "retries",
+    "max_inflight",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    upstream: Literal["lightstep", "otlp"] = "otlp"
+    endpoint: str | None = None  # the upstream's full OTLP/HTTP traces URL
+    token_header: str | None = None  # None: lightstep-access-token for lightstep
+    projects: Mapping[str, Project] = field(default_factory=dict)
+    default_project: Project = field(default_factory=Project)
+    out_of_scope: Literal["drop", "refuse"] = "drop"
+    max_body_bytes: int = 4 * 1024 * 1024  # after decompression too
+    timeout: float = 10.0  # for one export, retries included
+    retries: int = 3
+    max_inflight: int = 64  # exports being forwarded at once; more get 503
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, where: str | None = None) -> GatewaySettings:
+        _reject_unknown(data, _KEYS, where, "gateway")
+        lines = getattr(data, "lines", {})
+
+        def fail(key: str, message: str) -> ConfigError:
+            return ConfigError(message, source=where, line=lines.get(key), key=key)
+
+        choices = {"upstream": ("lightstep", "otlp"), "out_of_scope": ("drop", "refuse")}
+        for key, allowed in choices.items():
+            if key in data and data[key] not in allowed:
+                raise fail(key, f"{key!r} must be one of {', '.join(allowed)}")
+        for key in ("endpoint", "token_header"):
+            if key in data and not (isinstance(data[key], str) and data[key]):
+                raise fail(key, f"{key!r} must be a non-empty string")
+        for key in ("max_body_bytes", "retries", "max_inflight"):
+            value = data.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise fail(key, f"{key!r} must be a whole number")
+        timeout = data.get("timeout", 1.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise fail("timeout", "'timeout' must be a number of seconds")
+        if not 0 < timeout < math.inf:
+            raise fail("timeout", "'timeout' must be a positive number of seconds")
+        if data.get("upstream", "otlp") == "otlp" and "endpoint" not in data:
+            raise fail("endpoint", "an otlp upstream needs 'endpoint'")
+        projects = _or_empty(data.get("projects"))
+        if not isinstance(projects, Mapping):
+            raise fail("projects", "'projects' must map owner teams to projects")
+        defaults = cls()
+        return cls(
+            upstream=data.get("upstream", "otlp"),
+            endpoint=data.get("endpoint"),
+            token_header=data.get("token_header"),
+            projects={
+                str(team): _project(spec, f"gateway.projects.{team}", where, lines.get("projects"))
+                for team, spec in projects.items()
+            },
+            default_project=_project(
+                _or_empty(data.get("default_project")),
+                "gateway.default_project",
+                where,
+                lines.get("default_project"),
+            ),
+            out_of_scope=data.get("out_of_scope", "drop"),
+            max_body_bytes=data.get("max_body_bytes", defaults.max_body_bytes),
+            timeout=float(data.get("timeout", defaults.timeout)),
+            retries=data.get("retries", defaults.retries),
+            max_inflight=data.get("max_inflight", defaults.max_inflight),
+        )
