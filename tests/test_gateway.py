@@ -1,0 +1,378 @@
+"""The OTLP gateway end to end: workload tokens from a real local issuer, the gateway
+in-process, and a real OTLP/HTTP receiver on 127.0.0.1 standing in for the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from iamscope import IAMScope
+from iamscope.audit import ListSink
+from iamscope.errors import ConfigError
+from iamscope.gateway import OTLPGateway
+from iamscope.gateway_settings import GatewaySettings
+from iamscope.policy import PolicyStore
+from iamscope.testing import LocalIssuer
+from tests.telemetry._receiver import OTLPHTTPReceiver
+
+POLICY: dict[str, Any] = {
+    "version": "gw",
+    "roles": {
+        "deployer": {
+            "traces": [{"project": "checkout", "environments": ["staging"], "actions": ["write"]}]
+        },
+        "admin": {"traces": [{"project": "*", "actions": ["read", "write"]}]},
+        "shared": {"traces": [{"project": "default", "actions": ["write"]}]},
+    },
+    "bindings": [
+        {"groups": ["ci-checkout"], "roles": ["deployer"], "owner": "checkout"},
+        {"groups": ["admins"], "roles": ["admin"], "owner": "platform"},
+        {"groups": ["misc"], "roles": ["shared"]},
+    ],
+}
+ENV = {"TOK_CHECKOUT": "tok-checkout", "TOK_PLATFORM": "tok-platform", "TOK_DEFAULT": "tok-default"}
+PROTOBUF = "application/x-protobuf"
+
+
+def settings(endpoint: str, **kw: Any) -> GatewaySettings:
+    return GatewaySettings.from_mapping(
+        {
+            "upstream": "otlp",
+            "endpoint": endpoint,
+            "token_header": "lightstep-access-token",
+            "projects": {
+                "checkout": {"token_env": "TOK_CHECKOUT"},
+                "platform": {"token_env": "TOK_PLATFORM"},
+            },
+            "default_project": {"token_env": "TOK_DEFAULT"},
+            "retries": 2,
+            "timeout": 5,
+            **kw,
+        }
+    )
+
+
+async def no_wait(seconds: float) -> None:
+    pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPHTTPReceiver]:
+    with OTLPHTTPReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def sink() -> ListSink:
+    return ListSink()
+
+
+@pytest.fixture
+def iam(local_issuer: LocalIssuer, sink: ListSink) -> Iterator[IAMScope]:
+    scope = IAMScope(
+        [local_issuer.issuer_config("corp")], PolicyStore(POLICY), hash_key=b"k" * 32, audit=sink
+    )
+    yield scope
+    scope.close()
+
+
+def gateway(iam: IAMScope, receiver: OTLPHTTPReceiver, **kw: Any) -> OTLPGateway:
+    return OTLPGateway(iam, settings(receiver.endpoint, **kw), environ=ENV, sleep=no_wait)
+
+
+def resource(env: str | None, service: str, spans: int, **forged: str) -> ResourceSpans:
+    attrs = {"service.name": service, **forged}
+    if env is not None:
+        attrs["deployment.environment.name"] = env
+    return ResourceSpans(
+        resource=Resource(
+            attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs.items()]
+        ),
+        scope_spans=[
+            ScopeSpans(
+                spans=[
+                    Span(
+                        trace_id=bytes([1] * 16),
+                        span_id=bytes([i + 1] * 8),
+                        name=f"{service}-{i}",
+                        start_time_unix_nano=1,
+                        end_time_unix_nano=2,
+                    )
+                    for i in range(spans)
+                ]
+            )
+        ],
+    )
+
+
+def export(*resources: ResourceSpans) -> bytes:
+    return ExportTraceServiceRequest(resource_spans=list(resources)).SerializeToString()
+
+
+def post(
+    app: Any,
+    body: bytes,
+    token: str | None,
+    content_type: str = PROTOBUF,
+    method: str = "POST",
+    path: str = "/v1/traces",
+    **headers: str,
+) -> httpx.Response:
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            sent = {"content-type": content_type, **headers}
+            if token:
+                sent["authorization"] = f"Bearer {token}"
+            return await client.request(method, path, content=body, headers=sent)
+
+    return asyncio.run(run())
+
+
+def partial(response: httpx.Response) -> tuple[int, str]:
+    decoded = ExportTraceServiceResponse.FromString(response.content)
+    return decoded.partial_success.rejected_spans, decoded.partial_success.error_message
+
+
+def test_in_scope_spans_reach_the_project_stamped_and_with_its_token(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver, sink: ListSink
+) -> None:
+    app = gateway(iam, receiver)
+    bot = local_issuer.mint(sub="repo:acme/checkout", groups=["ci-checkout"])
+    forged = {"iamscope.owner.team": "platform", "user.hash": "forged", "iamscope.issuer": "x"}
+    response = post(app, export(resource("staging", "checkout-api", 3, **forged)), bot)
+    assert response.status_code == 200 and partial(response) == (0, "")
+    assert receiver.wait_for(3)
+    (received,) = receiver.received
+    assert received.headers["lightstep-access-token"] == "tok-checkout"
+    assert "authorization" not in received.headers  # the sender's token stays here
+    stamped = received.spans[0].resource
+    assert stamped["iamscope.owner.team"] == "checkout"  # the sender's claim was replaced
+    assert stamped["user.hash"] == iam.hasher("corp", "repo:acme/checkout")  # type: ignore[misc]
+    assert stamped["iamscope.issuer"] == "corp" and stamped["iamscope.principal.kind"] == "user"
+    assert stamped["service.name"] == "checkout-api"
+    assert [s.name for s in received.spans] == [
+        "checkout-api-0",
+        "checkout-api-1",
+        "checkout-api-2",
+    ]
+    details = [e["details"] for e in sink.events if "details" in e]
+    assert details == ["forwarded 3 spans, rejected 0"]
+
+
+def test_out_of_scope_resources_are_dropped_and_reported(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    app = gateway(iam, receiver)
+    bot = local_issuer.mint(groups=["ci-checkout"])
+    body = export(
+        resource("staging", "checkout-api", 2),
+        resource("production", "checkout-api", 4),  # a staging bot can never write here
+        resource(None, "checkout-api", 1),  # says nothing of its environment
+    )
+    response = post(app, body, bot)
+    assert response.status_code == 200
+    rejected, message = partial(response)
+    assert rejected == 5 and "outside the sender's trace write scope" in message
+    assert receiver.wait_for(2)
+    assert {s.resource["deployment.environment.name"] for s in receiver.spans()} == {"staging"}
+
+
+def test_all_out_of_scope_forwards_nothing(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    response = post(
+        gateway(iam, receiver),
+        export(resource("production", "api", 2)),
+        local_issuer.mint(groups=["ci-checkout"]),
+    )
+    assert response.status_code == 200 and partial(response)[0] == 2
+    assert receiver.received == []
+
+
+def test_refuse_mode_answers_403_and_forwards_nothing(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver, sink: ListSink
+) -> None:
+    app = gateway(iam, receiver, out_of_scope="refuse")
+    body = export(resource("staging", "api", 1), resource("production", "api", 1))
+    response = post(app, body, local_issuer.mint(groups=["ci-checkout"]))
+    assert response.status_code == 403
+    problem = response.json()
+    assert problem["code"] == "trace_scope_required" and problem["requirement"] == "trace:write"
+    assert receiver.received == []
+    assert any(e["decision"] == "deny" and e["code"] == "trace_scope_required" for e in sink.events)
+
+
+def test_each_owner_goes_to_its_own_project(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    app = gateway(iam, receiver)
+    post(app, export(resource("production", "billing", 1)), local_issuer.mint(groups=["admins"]))
+    post(app, export(resource("dev", "misc", 1)), local_issuer.mint(groups=["misc"]))
+    assert receiver.wait_for(2)
+    tokens = {r.headers["lightstep-access-token"]: r.spans[0].resource for r in receiver.received}
+    assert tokens["tok-platform"]["iamscope.owner.team"] == "platform"
+    assert tokens["tok-default"]["iamscope.owner.team"] == "default"  # no owner: default
+
+
+def test_senders_must_authenticate(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    app = gateway(iam, receiver)
+    body = export(resource("staging", "api", 1))
+    missing = post(app, body, None)
+    assert missing.status_code == 401 and missing.json()["code"] == "token_missing"
+    expired = post(app, body, local_issuer.mint(groups=["admins"], iat=1, exp=2))
+    assert expired.status_code == 401 and expired.json()["code"] == "token_expired"
+    assert receiver.received == []
+
+
+def test_otlp_json_and_gzip_are_accepted(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    app = gateway(iam, receiver)
+    admin = local_issuer.mint(groups=["admins"])
+    document = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "web"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                "spanId": "b7ad6b7169203331",
+                                "name": "json-span",
+                                "kind": 2,
+                                "startTimeUnixNano": "1",
+                                "endTimeUnixNano": "2",
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    response = post(app, json.dumps(document).encode(), admin, content_type="application/json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert json.loads(response.content) == {}  # full success, OTLP/JSON
+    zipped = gzip.compress(export(resource("staging", "api", 1)))
+    assert post(app, zipped, admin, **{"content-encoding": "gzip"}).status_code == 200
+    assert receiver.wait_for(2)
+    (json_span,) = [s for s in receiver.spans() if s.name == "json-span"]
+    assert json_span.trace_id == "0af7651916cd43dd8448eb211c80319c"  # hex ids kept
+    assert json_span.span_id == "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"\xff\xff\xff not protobuf", {}, 400),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+            {"ct": "json"},
+            400,
+        ),
+        (b"[1, 2]", {"ct": "json"}, 400),
+        (b'{"a":' * 12_000, {"ct": "json"}, 400),
+        (b"not gzip at all", {"content-encoding": "gzip"}, 400),
+        (b"x" * (64 * 1024 + 1), {}, 413),
+        (gzip.compress(b"\0" * (10 * 1024 * 1024)), {"content-encoding": "gzip"}, 413),
+        (b"", {"content-encoding": "br"}, 415),
+        (b"{}", {"ct": "text/plain"}, 415),
+    ],
+    ids=[
+        "bad-protobuf",
+        "bad-hex-id",
+        "json-not-object",
+        "json-too-deep",
+        "bad-gzip",
+        "too-large",
+        "gzip-bomb",
+        "unknown-encoding",
+        "wrong-type",
+    ],
+)
+def test_bad_bodies_get_a_precise_answer_never_a_500(
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    iam: IAMScope,
+    local_issuer: LocalIssuer,
+    receiver: OTLPHTTPReceiver,
+) -> None:
+    app = gateway(iam, receiver, max_body_bytes=64 * 1024)
+    kind = {"json": "application/json", "text/plain": "text/plain"}.get(
+        headers.pop("ct", ""), PROTOBUF
+    )
+    response = post(app, body, local_issuer.mint(groups=["admins"]), content_type=kind, **headers)
+    assert response.status_code == status
+    assert receiver.received == []
+
+
+def test_wrong_method_and_path(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    app = gateway(iam, receiver)
+    admin = local_issuer.mint(groups=["admins"])
+    assert post(app, b"", admin, method="GET").status_code == 405
+    assert post(app, b"", admin, path="/v1/metrics").status_code == 404
+
+
+def test_upstream_outage_is_503_with_retry_after_and_nothing_accepted(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver, sink: ListSink
+) -> None:
+    app = gateway(iam, receiver)
+    receiver.fail_with(503)
+    response = post(app, export(resource("prod", "api", 1)), local_issuer.mint(groups=["admins"]))
+    assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+    assert receiver.rejected == 3  # the first try and two retries, then the sender is told
+    assert any("refused 503" in e.get("details", "") for e in sink.events)
+    receiver.fail_with(None)
+    again = post(app, export(resource("prod", "api", 1)), local_issuer.mint(groups=["admins"]))
+    assert again.status_code == 200 and receiver.wait_for(1)
+
+
+def test_an_upstream_that_refuses_the_data_is_a_502(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    receiver.fail_with(400)
+    response = post(
+        gateway(iam, receiver),
+        export(resource("prod", "api", 1)),
+        local_issuer.mint(groups=["admins"]),
+    )
+    assert response.status_code == 502 and receiver.rejected == 1  # not retried
+
+
+def test_missing_project_tokens_refuse_to_start(iam: IAMScope, receiver: OTLPHTTPReceiver) -> None:
+    with pytest.raises(ConfigError, match="TOK_PLATFORM is not set"):
+        OTLPGateway(
+            iam, settings(receiver.endpoint), environ={"TOK_CHECKOUT": "x", "TOK_DEFAULT": "y"}
+        )
+
+
+def test_gateway_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'out_of_scope'"):
+        GatewaySettings.from_mapping({"endpoint": "http://x", "out_of_scop": "drop"})
+    with pytest.raises(ConfigError, match="needs 'endpoint'"):
+        GatewaySettings.from_mapping({"upstream": "otlp"})
+    with pytest.raises(ConfigError, match="'timeout'"):
+        GatewaySettings.from_mapping({"endpoint": "http://x", "timeout": float("nan")})
+    assert GatewaySettings.from_mapping({"upstream": "lightstep"}).upstream == "lightstep"
