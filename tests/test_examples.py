@@ -100,3 +100,60 @@ def test_examples_load_their_config_from_the_environment(
     app = create_flask()
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://t") as client:
         assert client.get("/whoami").json()["code"] == "token_missing"
+
+
+def test_gateway_example_exports_with_the_workload_s_own_identity(
+    local_issuer: LocalIssuer, tmp_path: Any
+) -> None:
+    import socket
+    import threading
+    import time
+    from pathlib import Path
+
+    import uvicorn
+    from opentelemetry.sdk.resources import Resource
+
+    from examples.gateway.service import tracer_provider
+    from iamscope import IAMScope
+    from iamscope.config import load_config
+    from iamscope.gateway import OTLPGateway
+    from iamscope.policy import PolicyStore
+    from tests.telemetry._receiver import OTLPHTTPReceiver
+    from tests.test_gateway import ENV, POLICY, settings
+
+    shipped = Path(__file__).resolve().parent.parent / "examples" / "gateway" / "gateway.yaml"
+    reference = load_config(shipped)  # the shipped config is valid
+    assert reference.gateway is not None and reference.gateway.upstream == "lightstep"
+
+    with OTLPHTTPReceiver() as upstream:
+        iam = IAMScope([local_issuer.issuer_config("corp")], PolicyStore(POLICY), hash_key=b"k")
+        app = OTLPGateway(iam, settings(upstream.endpoint), environ=ENV)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        try:
+            token_file = tmp_path / "token"
+            resource = Resource.create(
+                {"service.name": "checkout-api", "deployment.environment.name": "staging"}
+            )
+            provider = tracer_provider(f"http://127.0.0.1:{port}", token_file, resource)
+            tracer = provider.get_tracer("example")
+            for sub in ("bot-1", "bot-2"):  # the token file rotates between exports
+                token_file.write_text(local_issuer.mint(sub=sub, groups=["ci-checkout"]))
+                tracer.start_span(f"work-{sub}").end()
+                assert provider.force_flush()
+            assert upstream.wait_for(2)
+            provider.shutdown()
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            iam.close()
+    spans = {s.name: s.resource for s in upstream.spans()}
+    assert {r["iamscope.owner.team"] for r in spans.values()} == {"checkout"}
+    assert spans["work-bot-1"]["user.hash"] != spans["work-bot-2"]["user.hash"]
+    assert {r.headers["lightstep-access-token"] for r in upstream.received} == {"tok-checkout"}
