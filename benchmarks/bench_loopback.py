@@ -68,14 +68,17 @@ def wait_for(port: int, timeout: float = 15.0) -> None:
     raise SystemExit(f"uvicorn on port {port} did not start")
 
 
-def start(app_dir: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def start(
+    app_dir: str, env: dict[str, str], app: str = "bench_app:app"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """uvicorn serving ``app`` (from ``app_dir``) on a free loopback port, one worker."""
     port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "bench_app:app",
+            app,
             "--host",
             "127.0.0.1",
             "--port",

@@ -77,8 +77,21 @@ def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
 
 
+def apt_install(package: str) -> subprocess.CompletedProcess[str]:
+    """``apt-get install -y package`` (after ``apt-get update`` if the first try fails).
+    The caller checks that we are root and that apt-get exists."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    done = _run(install, env=env)
+    if done.returncode != 0:
+        # A fresh machine has no package lists yet; refreshing them is the usual cure.
+        _run(["apt-get", "update", "-q"], env=env)
+        done = _run(install, env=env)
+    return done
+
+
 def install_postgres() -> Path:
-    """``apt-get install -y postgresql`` (after ``apt-get update`` if the first try fails)."""
+    """Install the server binaries with apt-get (root only)."""
     if os.geteuid() != 0:
         raise PostgresUnavailable(
             "PostgreSQL server binaries not found and not root, so they cannot be installed"
@@ -86,13 +99,7 @@ def install_postgres() -> Path:
         )
     if shutil.which("apt-get") is None:
         raise PostgresUnavailable("PostgreSQL server binaries not found and no apt-get here")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"]
-    done = _run(install, env=env)
-    if done.returncode != 0:
-        # A fresh machine has no package lists yet; refreshing them is the usual cure.
-        _run(["apt-get", "update", "-q"], env=env)
-        done = _run(install, env=env)
+    done = apt_install("postgresql")
     bindir = find_bindir()
     if done.returncode != 0 or bindir is None:
         raise RuntimeError(

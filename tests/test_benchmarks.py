@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests._postgres import apt_install
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -41,3 +47,12 @@ def test_middleware_benchmark_runs() -> None:
 def test_telemetry_benchmark_runs() -> None:
     out = run("bench_telemetry.py", "--rounds", "2", "--number", "20")
     assert "per request, server span" in out and "per child span" in out
+
+
+def test_gateway_benchmark_runs() -> None:
+    if shutil.which("wrk") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        apt_install("wrk")  # like PostgreSQL: the suite sets up what it needs
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk (Debian package) is missing and cannot be installed here")
+    out = run("bench_gateway.py", "--seconds", "1", "--rounds", "1")
+    assert "iamscope gateway" in out and "pass-through proxy" in out
