@@ -376,3 +376,74 @@ def test_gateway_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="'timeout'"):
         GatewaySettings.from_mapping({"endpoint": "http://x", "timeout": float("nan")})
     assert GatewaySettings.from_mapping({"upstream": "lightstep"}).upstream == "lightstep"
+
+
+def test_at_capacity_the_gateway_says_retry_later(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    app = gateway(iam, receiver, max_inflight=0)
+    response = post(app, export(resource("prod", "api", 1)), local_issuer.mint(groups=["admins"]))
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert receiver.received == []
+
+
+def test_the_cli_runs_the_gateway(
+    local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver, tmp_path: Any
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    config = {
+        "issuers": [
+            {
+                "name": "corp",
+                "issuer": local_issuer.url,
+                "audience": "api://local",
+                "jwks_uri": local_issuer.jwks_uri,
+            }
+        ],
+        "policy": POLICY,
+        "gateway": {
+            "endpoint": receiver.endpoint,
+            "token_header": "lightstep-access-token",
+            "default_project": {"token_env": "TOK_DEFAULT"},
+        },
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, **ENV, "IAMSCOPE_HASH_KEY": "cli-key"}
+    command = [sys.executable, "-m", "iamscope.cli", "gateway", "--config", str(path)]
+    process = subprocess.Popen([*command, "--port", str(port)], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        token = local_issuer.mint(groups=["admins"])
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/traces",
+            content=export(resource("prod", "api", 2)),
+            headers={"content-type": PROTOBUF, "authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 200
+        assert receiver.wait_for(2)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    # Without a gateway block the command refuses, with exit code 2.
+    del config["gateway"]
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no 'gateway' block" in done.stdout
