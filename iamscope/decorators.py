@@ -4,6 +4,7 @@
     @require(roles=["admin", "auditor"])                # any of these roles
     @require(all_roles=["analyst", "exporter"])         # all of them
     @require(trace="read", project_param="project")     # trace scope, project from the path
+    @require(trace="read", project="*")                 # some trace read scope (listings)
     @require(predicate=lambda access: access.owner == "sales", name="sales team")
 
 A failed requirement is a 403 ``insufficient_scope`` naming what was missing. The
@@ -70,7 +71,14 @@ class Requirement:
                 )
         if self.trace is not None:
             project = self._project(params or {})
-            if project is None or not access.traces.allows(self.trace, project, self.environment):
+            if project == "*" and self.project_param is None:
+                # A listing endpoint: some grant for the action; results get filtered.
+                allowed = bool(access.traces.projects(self.trace))
+            else:
+                allowed = project is not None and access.traces.allows(
+                    self.trace, project, self.environment
+                )
+            if not allowed:
                 raise TraceScopeRequired(
                     f"trace {self.trace} access to this project is required",
                     requirement=f"trace:{self.trace}",

@@ -1,54 +1,250 @@
-"""``iamscope demo``: the verifier end to end on an embedded issuer (no network).
+"""``iamscope demo``: the main job on an embedded default, no network beyond loopback.
 
-Until the policy and the analytics app land, the demo does the smallest honest thing:
-it starts two real :class:`LocalIssuer` instances on loopback, trusts one of them
-through OIDC discovery, and verifies a set of tokens — good ones from several provider
-shapes and a row of attacks — printing what each became or why it was refused. It
-exits non-zero if any outcome differs from what the rules say (the demo is a test).
+It starts two real :class:`~iamscope.testing.LocalIssuer` instances (an Okta-shaped
+corporate IdP and a GitHub-Actions-shaped CI issuer), writes a config file trusting
+them with the reference policy (``examples/policy/iamscope.yaml``), builds the analytics
+example app (``examples/analytics``: Starlette + SQLite sales rows and trace summaries)
+from it, mints tokens for five personas and calls the API as each. It prints what each
+persona sees and why, the refusals with their codes, the spans with their identity
+attributes and the audit events, and exits non-zero if anything differs from what the
+policy says (the demo is also a test).
+
+    iamscope demo              # the tour, then exit
+    iamscope demo --serve      # keep the app and the issuers running; prints curl lines
+    iamscope demo --lightstep  # also send the spans to Lightstep (LS_ACCESS_TOKEN)
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
-from iamscope.errors import IAMScopeError
+import httpx
+import yaml
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from iamscope.audit import ListSink
+from iamscope.config import parse_text, read_text
+from iamscope.enforce import IAMScope
+from iamscope.errors import ConfigError
+from iamscope.telemetry import OwnershipSpanProcessor, TelemetrySettings
+from iamscope.telemetry.export import build_exporter
 from iamscope.testing import LocalIssuer
-from iamscope.tokens.issuer import IssuerConfig
-from iamscope.tokens.providers import PRESETS
-from iamscope.tokens.verifier import TokenVerifier
+
+__all__ = ["run"]
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "examples" / "policy" / "iamscope.yaml"
+DEMO_HASH_KEY = "iamscope-demo-key"  # a demo default; a real service sets its own secret
 
 
 @dataclass(frozen=True, slots=True)
-class Case:
+class Expect:
+    """What the reference policy says a persona gets from one endpoint."""
+
+    status: int
+    detail: Any = None  # sales: counts by region; traces: visible projects; else a code
+
+
+@dataclass(frozen=True, slots=True)
+class Persona:
     name: str
-    token: Callable[[], str]
-    expect: str  # "ok" or an error code
+    token: Callable[[], str | None]
+    expect: dict[str, Expect]
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+ENDPOINTS = ("/whoami", "/sales", "/traces", "/admin/policy")
 
 
-def _cases(corp: LocalIssuer, ci: LocalIssuer, rogue: LocalIssuer) -> list[Case]:
+def run(out: TextIO, *, serve: bool = False, lightstep: bool = False) -> int:
+    try:
+        analytics = _analytics_module()
+    except ImportError as exc:
+        out.write(f"error: the demo needs a source checkout with examples/ ({exc})\n")
+        return 2
+    with _step(out, "starting local issuers (corp IdP, CI, an untrusted one) on 127.0.0.1"):
+        issuers = [LocalIssuer(), LocalIssuer(("RS256",)), LocalIssuer()]
+        for issuer in issuers:
+            issuer.__enter__()
+    try:
+        return _tour(out, analytics, *issuers, serve=serve, lightstep=lightstep)
+    finally:
+        for issuer in issuers:
+            issuer.__exit__(None, None, None)
+
+
+def _tour(
+    out: TextIO,
+    analytics: Any,
+    corp: LocalIssuer,
+    ci: LocalIssuer,
+    rogue: LocalIssuer,
+    *,
+    serve: bool,
+    lightstep: bool,
+) -> int:
+    os.environ.setdefault("IAMSCOPE_HASH_KEY", DEMO_HASH_KEY)
+    spans = InMemorySpanExporter()
+    provider = _tracer_provider(spans, lightstep, out)
+    sink = ListSink()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp, "iamscope.yaml")
+        config.write_text(yaml.safe_dump(_config(corp, ci), sort_keys=False))
+        with _step(out, f"loading {config.name} (issuers + the reference policy)"):
+            iam = IAMScope.from_config(config, audit=sink, public_paths=("/health",))
+        app = _ServerSpans(analytics.create_app(iam), provider)
+        personas = _personas(corp, ci, rogue)
+        with _step(out, f"calling the API as {len(personas)} personas"):
+            results = asyncio.run(_call_all(app, personas))
+        failures = _report(out, personas, results, iam)
+        provider.force_flush()
+        _print_spans(out, spans)
+        _print_audit(out, sink)
+        if serve:
+            _serve(out, app, personas)
+        iam.close()
+        provider.shutdown()
+    out.write("\nall personas saw what the policy says\n" if not failures else "")
+    if failures:
+        out.write(f"\n{failures} MISMATCHES with the policy\n")
+    return 1 if failures else 0
+
+
+# --- set-up ---------------------------------------------------------------------------------
+
+
+def _analytics_module() -> Any:
+    if str(ROOT) not in sys.path and (ROOT / "examples" / "analytics").is_dir():
+        sys.path.insert(0, str(ROOT))  # a source checkout: the examples sit beside the package
+    import examples.analytics.app as analytics
+
+    return analytics
+
+
+def _config(corp: LocalIssuer, ci: LocalIssuer) -> dict[str, Any]:
+    reference = parse_text(read_text(REFERENCE), str(REFERENCE))
+    return {
+        "issuers": [
+            {"name": "corp", "issuer": corp.url, "audience": corp.audience, "preset": "okta"},
+            {
+                "name": "ci",
+                "issuer": ci.url,
+                "audience": "https://github.com/acme",
+                "preset": "github-actions",
+            },
+        ],
+        "policy": json.loads(json.dumps(reference["policy"])),  # plain dicts for the dump
+    }
+
+
+def _tracer_provider(spans: InMemorySpanExporter, lightstep: bool, out: TextIO) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(OwnershipSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    if lightstep:
+        try:
+            exporter = build_exporter(TelemetrySettings(exporter="lightstep"))
+        except ConfigError as exc:
+            out.write(f"--lightstep: {exc.detail}; spans stay local\n")
+        else:
+            assert exporter is not None
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+            out.write("--lightstep: spans also go to Lightstep (LS_ACCESS_TOKEN)\n")
+    return provider
+
+
+class _ServerSpans:
+    """What the OpenTelemetry ASGI middleware does, reduced to what the demo needs: a
+    current SERVER span around each request, outside iamscope's middleware."""
+
+    def __init__(self, app: Any, provider: TracerProvider) -> None:
+        self.app, self.tracer = app, provider.get_tracer("iamscope.demo")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        name = f"{scope['method']} {scope['path']}"
+        with self.tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER):
+            await self.app(scope, receive, send)
+
+
+@contextmanager
+def _step(out: TextIO, what: str) -> Iterator[None]:
+    """A progress line: what is happening, then how long it took."""
+    out.write(f"... {what}")
+    out.flush()
+    started = time.perf_counter()
+    yield
+    out.write(f"  done ({time.perf_counter() - started:.1f} s)\n")
+
+
+# --- personas and what the policy says they get ------------------------------------------
+
+
+def _personas(corp: LocalIssuer, ci: LocalIssuer, rogue: LocalIssuer) -> list[Persona]:
     now = int(time.time())
-    good = corp.mint(alg="ES256", sub="00u1east", groups=["sales-east"], scp=["sales:read"])
-    head, body, sig = good.split(".")
-    none_header = _b64(b'{"alg":"none"}')
-    forged_body = _b64(
-        json.dumps(
-            {**json.loads(base64.urlsafe_b64decode(body + "==")), "groups": ["admins"]}
-        ).encode()
-    )
+    denied = Expect(403, "permission_required")
+
+    def refused(code: str) -> dict[str, Expect]:
+        return {path: Expect(401, code) for path in ENDPOINTS}
+
+    def forged_groups() -> str:
+        head, body, sig = corp.mint(sub="00u-east", groups=["sales-east"]).split(".")
+        claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+        claims["groups"] = ["admins"]  # edited after signing
+        return f"{head}.{_b64(json.dumps(claims).encode())}.{sig}"
+
+    def alg_none() -> str:
+        body = corp.mint(sub="00u-east", groups=["admins"]).split(".")[1]
+        return _b64(b'{"alg":"none"}') + f".{body}."
+
     return [
-        Case("okta user, RS256", lambda: corp.mint(sub="00u1east", groups=["sales-east"]), "ok"),
-        Case("okta user, ES256", lambda: good, "ok"),
-        Case(
-            "github actions workload",
+        Persona(
+            "east analyst",
+            lambda: corp.mint(sub="00u-east", groups=["sales-east"]),
+            {
+                "/whoami": Expect(200, ["analyst"]),
+                "/sales": Expect(200, {"east": 100}),
+                "/traces": Expect(200, {"checkout": 5}),
+                "/admin/policy": denied,
+            },
+        ),
+        Persona(
+            "west analyst",
+            lambda: corp.mint(sub="00u-west", groups=["sales-west"]),
+            {
+                "/whoami": Expect(200, ["analyst"]),
+                "/sales": Expect(200, {"west": 100}),
+                "/traces": Expect(200, {"checkout": 5}),
+                "/admin/policy": denied,
+            },
+        ),
+        Persona(
+            "admin",
+            lambda: corp.mint(sub="00u-admin", groups=["admins"]),
+            {
+                "/whoami": Expect(200, ["admin"]),
+                "/sales": Expect(200, {"east": 100, "north": 100, "south": 100, "west": 100}),
+                "/traces": Expect(200, {"checkout": 10, "payments": 10, "search": 10}),
+                "/admin/policy": Expect(200),
+            },
+        ),
+        Persona(
+            "CI bot (staging writes)",
             lambda: ci.mint(
                 aud="https://github.com/acme",
                 sub="repo:acme/checkout:environment:staging",
@@ -56,71 +252,167 @@ def _cases(corp: LocalIssuer, ci: LocalIssuer, rogue: LocalIssuer) -> list[Case]
                 repository_owner="acme",
                 environment="staging",
             ),
-            "ok",
+            {
+                "/whoami": Expect(200, ["deployer"]),
+                "/sales": denied,
+                "/traces": Expect(403, "trace_scope_required"),  # it may write, not read
+                "/admin/policy": denied,
+            },
         ),
-        Case("expired", lambda: corp.mint(iat=now - 600, exp=now - 300), "token_expired"),
-        Case("wrong audience", lambda: corp.mint(aud="api://other"), "audience_invalid"),
-        Case(
-            "groups edited after signing",
-            lambda: f"{head}.{forged_body}.{sig}",
-            "signature_invalid",
+        Persona(
+            "user with no mapped groups",
+            lambda: corp.mint(sub="00u-new", groups=["marketing"]),
+            {
+                "/whoami": Expect(200, []),
+                "/sales": denied,
+                "/traces": Expect(403, "trace_scope_required"),
+                "/admin/policy": denied,
+            },
         ),
-        Case(
-            "alg none",
-            lambda: f"{none_header}.{body}.",
-            "token_unsupported",
+        Persona("no token", lambda: None, refused("token_missing")),
+        Persona(
+            "expired token",
+            lambda: corp.mint(sub="00u-east", groups=["sales-east"], iat=now - 900, exp=now - 600),
+            refused("token_expired"),
         ),
-        Case(
-            "signed by another issuer's key, claiming corp",
-            lambda: rogue.mint(iss=corp.url, headers={"kid": corp.key_for("RS256").kid}),
-            "signature_invalid",
-        ),
-        Case("untrusted issuer", lambda: rogue.mint(), "issuer_untrusted"),
-        Case(
-            "embedded jwk header",
-            lambda: corp.mint(headers={"jwk": {"kty": "RSA"}}),
-            "header_invalid",
+        Persona("groups edited after signing", forged_groups, refused("signature_invalid")),
+        Persona("alg none", alg_none, refused("token_unsupported")),
+        Persona(
+            "an untrusted issuer",
+            lambda: rogue.mint(groups=["admins"]),
+            refused("issuer_untrusted"),
         ),
     ]
 
 
-def run(out: TextIO) -> int:
-    with LocalIssuer() as corp, LocalIssuer(("RS256",)) as ci, LocalIssuer() as rogue:
-        verifier = TokenVerifier(
-            [
-                IssuerConfig(
-                    name="corp", issuer=corp.url, audience=(corp.audience,), preset=PRESETS["okta"]
-                ),
-                IssuerConfig(
-                    name="ci",
-                    issuer=ci.url,
-                    audience=("https://github.com/acme",),
-                    preset=PRESETS["github-actions"],
-                ),
-            ]
-        )
-        failures = 0
-        out.write(f"iamscope demo: issuers on {corp.url} (corp) and {ci.url} (ci)\n\n")
-        out.write(f"{'case':48} {'expected':20} {'got':20} result\n")
-        for case in _cases(corp, ci, rogue):
-            got, detail = _outcome(verifier, case.token())
-            ok = got == case.expect
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def _call_all(app: Any, personas: list[Persona]) -> dict[tuple[str, str], Any]:
+    results: dict[tuple[str, str], Any] = {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as client:
+        for persona in personas:
+            token = persona.token()
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            for path in ENDPOINTS:
+                response = await client.get(path, headers=headers)
+                results[persona.name, path] = (response.status_code, response.json())
+    return results
+
+
+def _seen(path: str, status: int, body: dict[str, Any]) -> Any:
+    """The part of an answer the policy decides, in the shape of ``Expect.detail``."""
+    if status != 200:
+        return body.get("code")
+    if path == "/whoami":
+        return body["roles"]
+    if path == "/sales":
+        return body["by_region"]
+    if path == "/traces":
+        counts: dict[str, int] = {}
+        for record in body["traces"]:
+            counts[record["project"]] = counts.get(record["project"], 0) + 1
+        return counts
+    return None
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def _report(
+    out: TextIO, personas: list[Persona], results: dict[tuple[str, str], Any], iam: IAMScope
+) -> int:
+    failures = 0
+    out.write(f"\n{'persona':28} {'endpoint':14} {'status':6} {'what it got':44} check\n")
+    for persona in personas:
+        if _refused_everywhere(persona, results):
+            status, body = results[persona.name, ENDPOINTS[0]]
+            out.write(f"{persona.name:28} {'every one':14} {status:<6} {body['code']:44} ok\n")
+            continue
+        for path in ENDPOINTS:
+            status, body = results[persona.name, path]
+            seen = _seen(path, status, body)
+            wanted = persona.expect[path]
+            ok = status == wanted.status and (wanted.detail is None or seen == wanted.detail)
             failures += not ok
-            out.write(f"{case.name:48} {case.expect:20} {got:20} {'ok' if ok else 'MISMATCH'}\n")
-            if detail:
-                out.write(f"{'':48} {detail}\n")
-        fetches = corp.requests["/jwks.json"] + ci.requests["/jwks.json"]
-        out.write(f"\nJWKS fetched {fetches} times for {len(_cases(corp, ci, rogue))} tokens.\n")
-        verifier.close()
-    out.write("all outcomes as expected\n" if not failures else f"{failures} MISMATCHES\n")
-    return 1 if failures else 0
+            shown = _show(seen)
+            out.write(
+                f"{persona.name:28} {path:14} {status:<6} {shown:44} "
+                f"{'ok' if ok else f'MISMATCH (policy says {wanted.status} {wanted.detail})'}\n"
+            )
+        _why(out, results[persona.name, "/whoami"])
+    return failures
 
 
-def _outcome(verifier: TokenVerifier, token: str) -> tuple[str, str]:
-    try:
-        p = verifier.verify(token)
-    except IAMScopeError as exc:
-        return exc.code, ""
-    attrs = ", ".join(f"{k}={'|'.join(v)}" for k, v in sorted(p.attributes.items()))
-    groups = ",".join(sorted(p.groups)) or "-"
-    return "ok", f"{p.issuer}/{p.kind} groups={groups} {attrs}".rstrip()
+def _refused_everywhere(persona: Persona, results: dict[tuple[str, str], Any]) -> bool:
+    """A persona refused with the expected 401 on every endpoint: one line is enough."""
+    return all(
+        wanted.status == 401
+        and results[persona.name, path][0] == 401
+        and results[persona.name, path][1].get("code") == wanted.detail
+        for path, wanted in persona.expect.items()
+    )
+
+
+def _show(seen: Any) -> str:
+    if isinstance(seen, dict):
+        return ", ".join(f"{k} {v}" for k, v in seen.items()) or "nothing"
+    if isinstance(seen, list):
+        return "roles: " + (", ".join(seen) or "none")
+    return "" if seen is None else str(seen)
+
+
+def _why(out: TextIO, whoami: tuple[int, dict[str, Any]]) -> None:
+    status, body = whoami
+    if status != 200:
+        out.write(f"{'':28} why: refused before any policy applies\n\n")
+        return
+    attrs = "; ".join(
+        f"{name}={'|'.join(v['value'] for v in values)} (from {values[0]['source']})"
+        for name, values in body["attributes"].items()
+        if values
+    )
+    rows = "; ".join(f"{name}: {plan}" for name, plan in body["rows"].items()) or "no rows"
+    owner = body["owner"] or "none"
+    out.write(f"{'':28} why: rows {rows}; owner {owner}{'; ' + attrs if attrs else ''}\n\n")
+
+
+def _print_spans(out: TextIO, spans: InMemorySpanExporter) -> None:
+    out.write("\nspans (server spans, tagged by iamscope):\n")
+    keys = ("iamscope.decision", "iamscope.code", "iamscope.owner.team", "user.roles", "user.hash")
+    for span in spans.get_finished_spans()[:12]:
+        attrs = span.attributes or {}
+        shown = " ".join(f"{k.split('.')[-1]}={_short(attrs[k])}" for k in keys if k in attrs)
+        out.write(f"  {span.name:22} {shown}\n")
+    total = len(spans.get_finished_spans())
+    out.write(f"  ... {total} spans in all\n\n" if total > 12 else "\n")
+
+
+def _short(value: Any) -> str:
+    text = ",".join(value) if isinstance(value, tuple) else str(value)
+    return text[:12] + "…" if len(text) > 16 else text
+
+
+def _print_audit(out: TextIO, sink: ListSink) -> None:
+    out.write("audit events (JSON lines on the iamscope.audit logger):\n")
+    for event in sink.events[:6]:
+        out.write(f"  {json.dumps(event, separators=(',', ':'))}\n")
+    out.write(f"  ... {len(sink.events)} events in all\n")
+
+
+# --- --serve --------------------------------------------------------------------------------
+
+
+def _serve(out: TextIO, app: Any, personas: list[Persona]) -> None:
+    import uvicorn
+
+    port = int(os.environ.get("IAMSCOPE_DEMO_PORT", "8000"))
+    out.write(f"\nserving the analytics app on http://127.0.0.1:{port} (Ctrl-C to stop)\n")
+    for persona in personas[:5]:
+        token = persona.token()
+        out.write(f"\n# {persona.name}\ncurl -s -H 'Authorization: Bearer {token}' ")
+        out.write(f"http://127.0.0.1:{port}/sales\n")
+    out.flush()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from iamscope.demo import run
 
 
@@ -15,10 +17,28 @@ def test_demo_outcomes_match() -> None:
     out = io.StringIO()
     assert run(out) == 0
     text = out.getvalue()
-    assert "all outcomes as expected" in text
+    assert "all personas saw what the policy says" in text
     assert "MISMATCH" not in text
     for code in ("token_expired", "signature_invalid", "issuer_untrusted", "token_unsupported"):
         assert code in text
+    assert "east 100" in text and "checkout 10, payments 10, search 10" in text
+    assert '"decision":"deny"' in text and "team=platform" in text  # audit lines and spans
+
+
+def test_demo_fails_when_the_policy_says_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import iamscope.demo as demo
+
+    text = demo.REFERENCE.read_text().replace(
+        "attributes: {region: [east]}", "attributes: {region: [west]}"
+    )
+    changed = tmp_path / "iamscope.yaml"
+    changed.write_text(text)
+    monkeypatch.setattr(demo, "REFERENCE", changed)
+    out = io.StringIO()
+    assert run(out) == 1
+    assert "MISMATCH (policy says 200 {'east': 100})" in out.getvalue()
 
 
 def test_cli_demo_runs_as_installed() -> None:
@@ -32,4 +52,4 @@ def test_cli_demo_runs_as_installed() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "all outcomes as expected" in result.stdout
+    assert "all personas saw what the policy says" in result.stdout

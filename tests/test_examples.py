@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -157,3 +159,43 @@ def test_gateway_example_exports_with_the_workload_s_own_identity(
     assert {r["iamscope.owner.team"] for r in spans.values()} == {"checkout"}
     assert spans["work-bot-1"]["user.hash"] != spans["work-bot-2"]["user.hash"]
     assert {r.headers["lightstep-access-token"] for r in upstream.received} == {"tok-checkout"}
+
+
+def test_analytics_app_runs_from_iamscope_config(
+    local_issuer: LocalIssuer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from examples.analytics import app as analytics
+    from iamscope.config import parse_text, read_text
+
+    reference = Path(__file__).resolve().parent.parent / "examples" / "policy" / "iamscope.yaml"
+    policy = parse_text(read_text(reference))["policy"]
+    config = {
+        "issuers": [
+            {"name": "corp", "issuer": local_issuer.url, "audience": local_issuer.audience},
+            {
+                "name": "ci",
+                "issuer": "https://ci.invalid",
+                "audience": "x",
+                "jwks_uri": "https://ci.invalid/k",
+            },
+        ],
+        "policy": json.loads(json.dumps(policy)),
+    }
+    path = tmp_path / "iamscope.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("IAMSCOPE_CONFIG", str(path))
+    monkeypatch.setenv("IAMSCOPE_HASH_KEY", "example-key")
+    app = analytics._Lazy()  # what `uvicorn examples.analytics.app:app` serves
+    assert get(app, "/health").json() == {"ok": True}
+    west = local_issuer.mint(groups=["sales-west"])
+    sales = get(app, "/sales", west).json()
+    assert sales["count"] == 100 and sales["by_region"] == {"west": 100}
+    assert all(row["region"] == "west" for row in sales["rows"])
+    assert get(app, "/traces?project=payments", west).json()["count"] == 0
+    assert get(app, "/traces?project=checkout", west).json()["count"] == 5
+    whoami = get(app, "/whoami", west).json()
+    assert whoami["attributes"]["region"] == [{"value": "west", "source": "binding:bindings[1]"}]
+    denied = get(app, "/admin/policy", west)
+    assert denied.status_code == 403 and denied.json()["code"] == "permission_required"
