@@ -41,6 +41,9 @@ def digest(credential: bytes) -> bytes:
     return hashlib.sha256(credential).digest()
 
 
+CACHE_KEYS = ("max_entries", "max_ttl", "negative_ttl", "max_negative")
+
+
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
     max_entries: int = 100_000
@@ -53,8 +56,7 @@ class CacheSettings:
         """The config file's ``cache`` block; every value a positive number."""
         from iamscope.tokens.issuer import _reject_unknown
 
-        names = ("max_entries", "max_ttl", "negative_ttl", "max_negative")
-        _reject_unknown(data, names, where, "cache")
+        _reject_unknown(data, CACHE_KEYS, where, "cache")
         lines = getattr(data, "lines", {})
         for name, value in data.items():
             whole = name.startswith("max_") and name != "max_ttl"

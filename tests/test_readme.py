@@ -44,3 +44,38 @@ def test_readme_starts_with_the_two_commands() -> None:
         "make demo   # creates .venv, installs, runs `iamscope demo`",
         "make test   # creates .venv, installs, runs ruff, mypy --strict and the whole test suite",
     ]
+
+
+def test_configuration_reference_matches_the_loaders() -> None:
+    from iamscope.cache import CACHE_KEYS
+    from iamscope.config import TOP_LEVEL_KEYS
+    from iamscope.gateway_settings import _KEYS as GATEWAY_KEYS
+    from iamscope.policy import loader
+    from iamscope.telemetry.settings import _KEYS as TELEMETRY_KEYS
+    from iamscope.telemetry.settings import _PROJECT_KEYS
+    from iamscope.tokens.issuer import _CLAIM_KEYS
+    from iamscope.tokens.issuer import _KEYS as ISSUER_KEYS
+
+    text = README.read_text()
+    table = text.split("<!-- config-reference:start -->")[1].split("<!-- config-reference:end -->")[
+        0
+    ]
+    documented = {}
+    for line in table.strip().splitlines()[2:]:  # after the header and its separator
+        block, keys = (cell.strip() for cell in line.strip("|").split("|"))
+        documented[block] = tuple(re.findall(r"`([^`]+)`", keys))
+    expected = {
+        "top level": TOP_LEVEL_KEYS,
+        "`issuers[]`": ISSUER_KEYS,
+        "`issuers[].claims`": _CLAIM_KEYS,
+        "`policy`": loader._POLICY_KEYS,
+        "`policy.attributes.*`": loader._ATTRIBUTE_KEYS,
+        "`policy.roles.*`": loader._ROLE_KEYS,
+        "`policy.roles.*.traces[]`": loader._TRACE_KEYS,
+        "`policy.bindings[]`": loader._BINDING_KEYS,
+        "`telemetry`": TELEMETRY_KEYS,
+        "`telemetry.projects.*`, `telemetry.default_project`": _PROJECT_KEYS,
+        "`cache`": CACHE_KEYS,
+        "`gateway`": GATEWAY_KEYS,
+    }
+    assert documented == {block: tuple(keys) for block, keys in expected.items()}

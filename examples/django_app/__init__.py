@@ -1,0 +1,1 @@
+"""iamscope in an existing Django project: wrap the WSGI app once, decorate views."""
