@@ -1,18 +1,28 @@
-"""Command line: ``iamscope demo | lint | explain | test``.
+"""Command line: ``iamscope demo | lint | explain | test | gateway | doctor | token``.
 
 Exit codes are distinct so scripts and CI can tell outcomes apart:
-0 success; 1 lint errors or failed policy tests; 2 the input could not be loaded
-(bad config, bad test file, bad arguments).
+0 success; 1 lint errors, failed policy tests or doctor errors; 2 the input could not
+be loaded (bad config, bad test file, bad arguments).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
+import logging
+import os
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from http.server import ThreadingHTTPServer
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+from urllib.parse import urlsplit
 
 from iamscope.config import Config, load_config, parse_text, read_text
 from iamscope.errors import ConfigError, IAMScopeError
@@ -22,9 +32,16 @@ from iamscope.policy.model import Policy
 from iamscope.policy.render_sql import to_sql
 from iamscope.policy.resolve import CompiledPolicy
 from iamscope.policy.rows import columns_of
+from iamscope.telemetry.settings import Project, TelemetrySettings
+from iamscope.testing import LocalIssuer
 from iamscope.tokens.issuer import IssuerConfig
+from iamscope.tokens.keys import FetchRequest, FetchResponse, KeyBuildError, KeyPolicy, build_jwk
 from iamscope.tokens.principal import Principal
 from iamscope.tokens.verify import principal_from_claims
+
+if TYPE_CHECKING:
+    from iamscope.gateway_settings import GatewaySettings
+    from iamscope.tokens.verifier import TokenVerifier
 
 OK, FAILED, UNUSABLE = 0, 1, 2
 
@@ -33,7 +50,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog="iamscope")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="verify real tokens against a local issuer, end to end")
+    demo = sub.add_parser("demo", help="the analytics app on local issuers, as five personas")
+    demo.add_argument(
+        "--serve", action="store_true", help="then keep the app and issuers running (curl lines)"
+    )
+    demo.add_argument(
+        "--lightstep",
+        action="store_true",
+        help="also send the spans to Lightstep (token from LS_ACCESS_TOKEN)",
+    )
     lint = sub.add_parser("lint", help="check a config or policy file")
     lint.add_argument("file")
     lint.add_argument("--strict", action="store_true", help="warnings fail too")
@@ -49,18 +74,66 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     gateway.add_argument("--config", required=True)
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=4318)
+    doctor = sub.add_parser(
+        "doctor",
+        help="check a deployment's config: issuers, keys, policy, telemetry, gateway",
+        description=(
+            "One line per finding (ok / warn / error), then a summary. Exit 0 without "
+            "errors, 1 with any error, 2 when the config cannot be loaded. Environment "
+            "variables are reported as set or missing, never their values."
+        ),
+    )
+    doctor.add_argument("--config", required=True)
+    doctor.add_argument(
+        "--offline", action="store_true", help="skip network checks (discovery, JWKS)"
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds per key fetch (default 3)"
+    )
+    token = sub.add_parser(
+        "token",
+        help="mint a development token from a local issuer",
+        description=(
+            "Mint a token signed by a throwaway local issuer, for trying the examples. "
+            "With --serve the issuer keeps running on 127.0.0.1 until Ctrl-C and the "
+            "output shows its URL, JWKS URL and an issuers config entry trusting it: "
+            "that is the useful mode. Without --serve the signing key dies with this "
+            "process, so the token verifies against nothing: only the token is printed "
+            "(stdout), with a note and its claims on stderr, for decoding or for "
+            "`iamscope explain --claims`. (Printing the JWKS instead would not help: "
+            "issuers take a jwks_uri URL, not inline keys.)"
+        ),
+    )
+    token.add_argument(
+        "--issuer-port", type=int, default=0, help="port to serve on (default: a free one)"
+    )
+    token.add_argument("--sub", default="dev-user", help="subject (default: dev-user)")
+    token.add_argument("--groups", default="", help="comma-separated groups, e.g. sales-east")
+    token.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra claim (repeatable); V is read as JSON when it parses, else as a string",
+    )
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--serve", action="store_true", help="keep the issuer running until Ctrl-C")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             from iamscope.demo import run
 
-            return run(out)
+            return run(out, serve=args.serve, lightstep=args.lightstep)
         if args.command == "lint":
             return _lint(Path(args.file), args.strict, out)
         if args.command == "explain":
             return _explain(args, out)
         if args.command == "gateway":
             return _gateway(Path(args.config), args.host, args.port)
+        if args.command == "doctor":
+            return _doctor(Path(args.config), args.offline, args.timeout, out)
+        if args.command == "token":
+            return _token(args, out)
         return _test(Path(args.file), out)
     except ConfigError as exc:
         out.write(f"error: {exc}\n")
@@ -254,6 +327,541 @@ def _compare(expect: Mapping[str, Any], access: Access) -> list[str]:
     if "attribute_missing" in expect and set(expect["attribute_missing"]) != set(access.missing):
         problems.append(f"attribute_missing: got {sorted(access.missing)}")
     return problems
+
+
+# --- doctor ----------------------------------------------------------------------------
+
+Status = Literal["ok", "warn", "error"]
+_DAY = 24 * 3600.0
+_MAX_SAFE_LEEWAY = 30.0
+_PROBE_KID = "iamscope-doctor-probe"  # a kid no issuer has: its key URL must answer 403/404
+
+
+class _Report:
+    """Writes findings as they come (network checks take a moment) and counts them."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.counts: Counter[Status] = Counter()
+
+    def add(self, status: Status, subject: str, message: str) -> None:
+        self.counts[status] += 1
+        self.out.write(f"{status:<5} {subject}: {message}\n")
+        self.out.flush()
+
+    def ok(self, subject: str, message: str) -> None:
+        self.add("ok", subject, message)
+
+    def warn(self, subject: str, message: str) -> None:
+        self.add("warn", subject, message)
+
+    def error(self, subject: str, message: str) -> None:
+        self.add("error", subject, message)
+
+    def summary(self, offline: bool) -> None:
+        parts = [
+            f"{self.counts['ok']} ok",
+            _plural(self.counts["warn"], "warning"),
+            _plural(self.counts["error"], "error"),
+        ]
+        skipped = " (offline: network checks skipped)" if offline else ""
+        self.out.write(f"doctor: {', '.join(parts)}{skipped}\n")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _doctor(path: Path, offline: bool, timeout: float, out: TextIO) -> int:
+    config = load_config(path)  # unloadable: ConfigError, exit 2 (main)
+    report = _Report(out)
+    for cfg in config.issuers:
+        _doctor_issuer(report, cfg, offline, timeout)
+    _doctor_policy(report, path)
+    _doctor_telemetry(report, config.telemetry, os.environ)
+    if config.gateway is not None:
+        _doctor_gateway(report, config.gateway, os.environ)
+    report.summary(offline)
+    return FAILED if report.counts["error"] else OK
+
+
+# --- doctor: issuers ----------------------------------------------------------------------
+
+
+def _doctor_issuer(report: _Report, cfg: IssuerConfig, offline: bool, timeout: float) -> None:
+    who = f"issuer {cfg.name}"
+    for label, url in (
+        ("issuer", cfg.issuer),
+        ("jwks_uri", cfg.jwks_uri),
+        ("keys_url", cfg.keys_url),
+    ):
+        if url is not None and _plain_http_remote(url):
+            report.warn(
+                who, f"{label} uses plain http to a remote host: keys can be altered in transit"
+            )
+    if not offline:
+        _doctor_keys(report, who, cfg, timeout)
+    if cfg.max_lifetime is None:
+        report.warn(who, "no max_lifetime: tokens of any lifetime are accepted (e.g. 3600)")
+    elif cfg.max_lifetime > _DAY:
+        report.warn(who, f"max_lifetime {cfg.max_lifetime:g} s is over 24 h")
+    else:
+        report.ok(who, f"max_lifetime {cfg.max_lifetime:g} s")
+    if cfg.leeway > _MAX_SAFE_LEEWAY:
+        report.warn(who, f"leeway {cfg.leeway:g} s is over {_MAX_SAFE_LEEWAY:g} s")
+    else:
+        report.ok(who, f"leeway {cfg.leeway:g} s")
+
+
+def _doctor_keys(report: _Report, who: str, cfg: IssuerConfig, timeout: float) -> None:
+    """One key refresh through the real verifier machinery (discovery rules, JWKS
+    parsing, size limits, key building), then a look at what it kept."""
+    from iamscope.tokens.verifier import TokenVerifier, _drive
+
+    verifier = TokenVerifier([cfg], key_policy=KeyPolicy(timeout=timeout))
+    store = verifier.core.keys
+    exchanges: list[tuple[FetchRequest, FetchResponse]] = []
+
+    def fetch(request: FetchRequest) -> FetchResponse:
+        response = verifier._fetch(request)
+        exchanges.append((request, response))
+        return response
+
+    outcomes: list[bool] = []
+    store.on_refresh = lambda _name, succeeded: outcomes.append(succeeded)
+    probe = _PROBE_KID if cfg.keys_url is not None else None
+    try:
+        with _refresh_failures() as reasons:
+            _drive(store.refresh_flow(cfg.name, probe, verifier.core.clock()), fetch)
+    finally:
+        verifier.close()
+    succeeded = bool(outcomes) and outcomes[-1]
+    for request, response in exchanges if succeeded else exchanges[:-1]:
+        report.ok(who, _fetched(request, response))
+    if not succeeded:
+        where, detail = "", ""
+        if exchanges:
+            request, response = exchanges[-1]
+            where = f"{_PURPOSE[request.purpose]} {_shown(request.url)}: "
+            detail = _discovery_detail(request, response, cfg)
+        reason = reasons[-1] if reasons else "key refresh failed"
+        report.error(
+            who,
+            f"{where}{reason}{detail}; its tokens would be refused (503 keys_unavailable)",
+        )
+    for request, response in exchanges:
+        if request.purpose == "jwks" and response.status == 200 and response.error is None:
+            _doctor_jwks(report, who, cfg, response.body, verifier, succeeded)
+
+
+_PURPOSE = {"discovery": "discovery", "jwks": "JWKS", "pem": "keys_url"}
+
+
+def _fetched(request: FetchRequest, response: FetchResponse) -> str:
+    url = _shown(request.url)
+    if request.purpose == "discovery":
+        return f"discovery {url}: reachable, names the issuer exactly"
+    if request.purpose == "jwks":
+        return f"JWKS {url}: reachable and parseable"
+    return f"keys_url {url}: reachable (HTTP {response.status} for an unknown kid, as expected)"
+
+
+def _discovery_detail(request: FetchRequest, response: FetchResponse, cfg: IssuerConfig) -> str:
+    if request.purpose != "discovery" or response.status != 200:
+        return ""
+    try:
+        named = json.loads(response.body).get("issuer")
+    except (ValueError, AttributeError):
+        return ""
+    if named == cfg.issuer:
+        return ""
+    return f" (it names {named!r}; configured {cfg.issuer!r}: they must match exactly)"
+
+
+@contextlib.contextmanager
+def _refresh_failures() -> Iterator[list[str]]:
+    """The key store's own reason for a failed refresh (it logs, it does not raise);
+    kept off stderr while the doctor reports it."""
+    logger = logging.getLogger("iamscope.keys")
+    reasons: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                message = record.getMessage()
+                reasons.append(message.split(" failed: ", 1)[-1])
+
+    handler = Collect()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield reasons
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _doctor_jwks(
+    report: _Report,
+    who: str,
+    cfg: IssuerConfig,
+    body: bytes,
+    verifier: TokenVerifier,
+    refreshed: bool,
+) -> None:
+    from iamscope.errors import TokenError
+    from iamscope.tokens.jose import loads_object
+
+    try:
+        entries = loads_object(body, "JWKS").get("keys")
+    except TokenError:
+        return  # the refresh error already says why
+    if not isinstance(entries, list):
+        return
+    store = verifier.core.keys
+    limit = store.policy.max_keys
+    if len(entries) > limit:
+        report.warn(who, f"JWKS has {len(entries)} keys; only the first {limit} are read")
+    usable: set[str] = set()
+    kids: list[str] = []
+    for index, entry in enumerate(entries[:limit]):
+        if not isinstance(entry, dict):
+            report.warn(who, f"keys[{index}] is not a JSON object (ignored)")
+            continue
+        kid = entry.get("kid")
+        label = f"key {kid}" if isinstance(kid, str) else f"keys[{index}]"
+        ops = entry.get("key_ops")
+        if entry.get("use", "sig") != "sig" or (isinstance(ops, list) and "verify" not in ops):
+            report.ok(who, f"{label}: not a signing key (ignored)")
+            continue
+        try:
+            key = build_jwk(entry)
+        except KeyBuildError as exc:
+            report.error(who, f"{label}: unusable: {exc}")
+            continue
+        kind = _key_kind(key.key)
+        allowed = key.algorithms & cfg.allowed_algorithms
+        if not allowed:
+            report.warn(
+                who,
+                f"{label} ({kind}; {', '.join(sorted(key.algorithms))}) is ignored: "
+                "none of its algorithms is configured",
+            )
+            continue
+        usable |= allowed
+        if isinstance(kid, str):
+            kids.append(kid)
+        report.ok(who, f"{label}: {kind}, verifies {', '.join(sorted(allowed))}")
+    if not refreshed:
+        return
+    now = verifier.core.clock()
+    held = sum(store.lookup(cfg, kid, "", now) is not None for kid in kids)
+    restricted = cfg.algorithms is not None or cfg.preset.algorithms is not None
+    configured = ", ".join(sorted(cfg.allowed_algorithms)) if restricted else "any asymmetric"
+    served = ", ".join(sorted(usable))
+    unserved = sorted(cfg.allowed_algorithms - usable) if restricted else []
+    if unserved:
+        report.warn(
+            who,
+            f"algorithms: configured {configured}; no published key serves {', '.join(unserved)}",
+        )
+    else:
+        report.ok(who, f"algorithms: configured {configured}; keys serve {served}")
+    if kids and held < len(set(kids)):
+        report.warn(who, f"the key set holds {held} of {len(set(kids))} usable keys")
+
+
+def _key_kind(key: Any) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size} bits"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    return type(key).__name__
+
+
+def _shown(url: str) -> str:
+    """A URL without credentials, query or fragment (any of them could hold a secret)."""
+    if "://" not in url:  # gRPC's host:port
+        return url.rpartition("@")[2]
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(invalid URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _plain_http_remote(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if parts.scheme != "http" or host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a host name other than localhost
+
+
+# --- doctor: policy, telemetry, gateway -----------------------------------------------------
+
+
+def _doctor_policy(report: _Report, path: Path) -> None:
+    try:
+        _, policy = _load(path)  # what `iamscope lint` checks
+    except ConfigError as exc:
+        report.error("policy", str(exc))
+        return
+    for warning in policy.warnings:
+        report.warn("policy", str(warning))
+    report.ok(
+        "policy",
+        f"version {policy.version}: {len(policy.roles)} roles, {len(policy.bindings)} bindings",
+    )
+
+
+def _token_vars(
+    projects: Mapping[str, Project], default: Project, prefix: str, lightstep: bool
+) -> dict[str, list[str]]:
+    """Each token variable the exporters would read, with the projects reading it."""
+    from iamscope.telemetry.export import LIGHTSTEP_TOKEN_ENV
+
+    found: dict[str, list[str]] = {}
+    named = [(f"{prefix}projects.{team}", p) for team, p in projects.items()]
+    for where, project in [*named, (f"{prefix}default_project", default)]:
+        variable = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep else None)
+        if variable is not None:
+            implicit = "" if project.token_env else ", lightstep's default"
+            found.setdefault(variable, []).append(where + implicit)
+    return found
+
+
+def _env_finding(
+    report: _Report,
+    subject: str,
+    variable: str,
+    users: str,
+    env: Mapping[str, str],
+    *,
+    needed: str | None,
+) -> None:
+    """``needed``: None when the variable is required, else why it is not."""
+    if variable not in env:
+        state = "is not set"
+    elif not env[variable]:
+        state = "is set but empty"
+    else:
+        report.ok(subject, f"{variable} is set ({users})")
+        return
+    if needed is None:
+        report.error(subject, f"{variable} {state} ({users})")
+    else:
+        report.warn(subject, f"{variable} {state} ({users}; {needed})")
+
+
+def _doctor_telemetry(report: _Report, settings: TelemetrySettings, env: Mapping[str, str]) -> None:
+    from iamscope.telemetry.export import LIGHTSTEP_GRPC, LIGHTSTEP_HTTP
+
+    exporter = settings.exporter
+    exporting = exporter in ("lightstep", "otlp")
+    if exporter == "lightstep":
+        where = (
+            _shown(settings.endpoint)
+            if settings.endpoint
+            else (LIGHTSTEP_GRPC if settings.protocol == "grpc" else LIGHTSTEP_HTTP)
+        )
+    elif exporter == "otlp":
+        named = [
+            name
+            for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+            if env.get(name)
+        ]
+        if settings.endpoint:
+            where = _shown(settings.endpoint)
+        elif named:
+            where = f"the endpoint in {named[0]}"
+        else:
+            where = "the OTLP default (localhost)"
+            if settings.default_project.endpoint is None:
+                report.warn(
+                    "telemetry",
+                    "otlp without an endpoint: spans go to localhost unless "
+                    "OTEL_EXPORTER_OTLP_ENDPOINT is set",
+                )
+    else:
+        where = "stdout" if exporter == "console" else "nowhere"
+    report.ok(
+        "telemetry",
+        f"exporter {exporter} ({settings.protocol}) to {where}; "
+        f"{_plural(len(settings.projects), 'project')} plus the default",
+    )
+    if (
+        exporting
+        and settings.protocol == "grpc"
+        and not _importable("opentelemetry.exporter.otlp.proto.grpc")
+    ):
+        report.error("telemetry", "protocol grpc needs: pip install 'iamscope[grpc]'")
+    tokens = _token_vars(settings.projects, settings.default_project, "", exporter == "lightstep")
+    unneeded = None if exporting else f"unused while the exporter is {exporter}"
+    for variable, users in tokens.items():
+        _env_finding(report, "telemetry", variable, ", ".join(users), env, needed=unneeded)
+    if exporter == "otlp" and tokens and settings.token_header is None:
+        report.error("telemetry", "otlp with project tokens needs 'token_header'")
+    needed = (
+        None
+        if settings.user_hash
+        else "user_hash is off: spans and audit records carry no subject hash"
+    )
+    _env_finding(report, "telemetry", settings.hash_key_env, "hash_key_env", env, needed=needed)
+    if settings.enduser_id:
+        report.warn("telemetry", "enduser_id is on: raw subjects (personal data) go on spans")
+
+
+def _doctor_gateway(report: _Report, settings: GatewaySettings, env: Mapping[str, str]) -> None:
+    from iamscope.telemetry.export import LIGHTSTEP_HTTP
+
+    lightstep = settings.upstream == "lightstep"
+    endpoint = settings.endpoint or (LIGHTSTEP_HTTP if lightstep else None)
+    report.ok(
+        "gateway",
+        f"upstream {settings.upstream} at {_shown(endpoint) if endpoint else '(none)'}; "
+        f"{_plural(len(settings.projects), 'project')} plus the default; "
+        f"out-of-scope spans: {settings.out_of_scope}",
+    )
+    tokens = _token_vars(settings.projects, settings.default_project, "gateway.", lightstep)
+    for variable, users in tokens.items():
+        _env_finding(report, "gateway", variable, ", ".join(users), env, needed=None)
+    if not lightstep and tokens and settings.token_header is None:
+        report.error("gateway", "an otlp upstream with project tokens needs 'token_header'")
+    if not _importable("uvicorn"):
+        report.warn("gateway", "`iamscope gateway` needs uvicorn: pip install 'iamscope[gateway]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
+# --- token ----------------------------------------------------------------------------------
+
+
+class _DevIssuer(LocalIssuer):
+    """A LocalIssuer (RS256 only) on a chosen loopback port; 0 picks a free one."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("RS256",))
+        self._wanted_port = port
+
+    def start(self) -> LocalIssuer:
+        from iamscope.testing._issuer import _handler
+
+        if self._server is None:
+            try:
+                server = ThreadingHTTPServer(("127.0.0.1", self._wanted_port), _handler(self))
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on 127.0.0.1:{self._wanted_port}: {exc.strerror}",
+                    source=_MINT_COMMAND,
+                ) from None
+            server.daemon_threads = True
+            self._server = server
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="iamscope-dev-issuer",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+
+_MINT_COMMAND = "iamscope token"
+
+
+def _token_claims(args: argparse.Namespace) -> dict[str, Any]:
+    if args.ttl <= 0:
+        raise ConfigError("--ttl must be a positive number of seconds", source=_MINT_COMMAND)
+    if not 0 <= args.issuer_port <= 65535:
+        raise ConfigError("--issuer-port must be between 0 and 65535", source=_MINT_COMMAND)
+    if args.issuer_port and not args.serve:
+        raise ConfigError("--issuer-port only means something with --serve", source=_MINT_COMMAND)
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": args.sub, "iat": now, "exp": now + args.ttl}
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    if groups:
+        claims["groups"] = groups
+    for item in args.claim:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--claim takes NAME=VALUE, got {item!r}", source=_MINT_COMMAND)
+        try:
+            claims[name] = json.loads(raw)
+        except ValueError:
+            claims[name] = raw
+    return claims
+
+
+def _token(args: argparse.Namespace, out: TextIO) -> int:
+    claims = _token_claims(args)
+    issuer = _DevIssuer(args.issuer_port).start()
+    try:
+        token = issuer.mint(claims)
+        out.write(token + "\n")
+        if not args.serve:
+            payload = issuer.claims(**claims)
+            sys.stderr.write(
+                "note: this token's signing key existed only in this process, so it "
+                "verifies against nothing. Run `iamscope token --serve` for a token plus a "
+                "running issuer to configure, or see what these claims would get with\n"
+                f"  iamscope explain --config CONFIG --claims '{json.dumps(payload)}'\n"
+            )
+            return OK
+        out.write(_serving(issuer, claims))
+        out.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            _wait_for_interrupt()
+        out.write("stopped\n")
+        return OK
+    finally:
+        issuer.stop()
+
+
+def _serving(issuer: LocalIssuer, claims: Mapping[str, Any]) -> str:
+    payload = issuer.claims(**claims)
+    aud = payload.get("aud")
+    audience = json.dumps(aud) if aud is not None else "[]"
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(payload["exp"]))
+    return (
+        f"issuer:   {issuer.url}\n"
+        f"jwks_uri: {issuer.jwks_uri}\n"
+        f"expires:  {expires}\n"
+        "\n"
+        "# an issuers entry trusting this issuer (YAML, generic preset: groups from 'groups'):\n"
+        "issuers:\n"
+        "  - name: local\n"
+        f"    issuer: {issuer.url}\n"
+        f"    audience: {audience}\n"
+        "\n"
+        "try: iamscope explain --config CONFIG --token TOKEN\n"
+        "serving until Ctrl-C\n"
+    )
+
+
+def _wait_for_interrupt() -> None:  # pragma: no cover - replaced in tests
+    while True:
+        time.sleep(3600)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,3 +53,48 @@ def test_cli_demo_runs_as_installed() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "all personas saw what the policy says" in result.stdout
+
+
+def test_lightstep_without_a_token_keeps_spans_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LS_ACCESS_TOKEN", raising=False)
+    out = io.StringIO()
+    assert run(out, lightstep=True) == 0
+    assert "LS_ACCESS_TOKEN is not set; spans stay local" in out.getvalue()
+
+
+def test_serve_keeps_the_app_running_with_ready_tokens() -> None:
+    import re
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exe = Path(sys.executable).with_name("iamscope")
+    env = {**os.environ, "IAMSCOPE_DEMO_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [str(exe), "demo", "--serve"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while not any("curl" in line for line in lines):
+            assert time.monotonic() < deadline and process.poll() is None
+            lines.append(process.stdout.readline())
+        token = re.search(r"Bearer ([\w.-]+)", next(x for x in lines if "curl" in x)).group(1)  # type: ignore[union-attr]
+        while True:
+            try:
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/sales", headers={"authorization": f"Bearer {token}"}
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+        assert answer.status_code == 200 and answer.json()["by_region"] == {"east": 100}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
