@@ -52,16 +52,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from iamscope.asgi import IAMScopeMiddleware
 from iamscope.enforce import Decision, IAMScope
-from iamscope.errors import ConfigError, TraceScopeRequired
+from iamscope.errors import ConfigError, TokenMissing, TraceScopeRequired
 from iamscope.gateway_settings import GatewaySettings
 from iamscope.telemetry.export import LIGHTSTEP_HEADER, LIGHTSTEP_HTTP, LIGHTSTEP_TOKEN_ENV
 from iamscope.telemetry.settings import Project
-from iamscope.telemetry.spans import ISSUER, KIND, OWNER, USER_HASH
+from iamscope.telemetry.spans import ISSUER, KIND, OWNER, POLICY_VERSION, USER_HASH, USER_ROLES
 
 __all__ = ["GatewaySettings", "OTLPGateway"]
 
@@ -75,9 +76,10 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 DEFAULT_PROJECT = "default"
 #: Attributes the gateway writes on every resource; the sender's values are replaced.
-STAMPED = (OWNER, USER_HASH, ISSUER, KIND)
 _ENV_KEYS = ("deployment.environment.name", "deployment.environment")
+_PLACEMENT_KEYS = frozenset((*_ENV_KEYS, "service.name"))
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RESOURCES = 10_000  # per export: the scope check is per resource
 _ENV_RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_RETRY_AFTER = 30.0
 
@@ -139,36 +141,74 @@ class OTLPGateway:
     async def _export(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        decision: Decision = scope["iamscope.decision"]
+        decision: Decision | None = scope.get("iamscope.decision")
         kind = _content_type(scope)
+        if decision is None or decision.access is None:
+            # A public path or optional mode let an anonymous sender through: refuse.
+            error = TokenMissing("exports need the sender's own token")
+            status, headers, body = self.iamscope.answer(error, "-")
+            await _send(send, status, dict(headers)["content-type"], body, headers)
+            return
+        if self._inflight >= self.settings.max_inflight:
+            # Checked before the body is read: a full gateway must not buffer more.
+            await _send_status(send, kind or JSON, _Refused(503, "at capacity", 1.0))
+            self._audit(decision, scope, "refused 503: at capacity")
+            return
+        self._inflight += 1
         try:
-            if scope.get("path") != TRACES_PATH:
+            await self._export_one(scope, receive, send, decision, kind)
+        finally:
+            self._inflight -= 1
+
+    async def _export_one(
+        self, scope: Scope, receive: Receive, send: Send, decision: Decision, kind: str | None
+    ) -> None:
+        try:
+            if _path(scope) != TRACES_PATH:
                 raise _Refused(404, "not found")
             if scope.get("method") != "POST":
                 raise _Refused(405, "only POST is accepted")
             if kind is None:
                 raise _Refused(415, f"send {PROTOBUF} or {JSON}")
+            access = decision.access
+            if access is None or not access.traces.projects("write"):
+                await self._refuse_scope(scope, send, decision)  # no write scope: unread
+                return
             body = await _read_body(scope, receive, self.settings.max_body_bytes)
-            request = _parse(body, kind)
-            rejected = self._authorize(request, decision)
+            # Parsing and checking a large export is CPU work: off the event loop.
+            request, rejected = await asyncio.to_thread(self._prepare, body, kind, decision)
             if rejected and self.settings.out_of_scope == "refuse":
                 await self._refuse_scope(scope, send, decision)
                 return
             kept = sum(len(s.spans) for rs in request.resource_spans for s in rs.scope_spans)
+            upstream_rejected, upstream_message = 0, ""
             if kept:
-                await self._forward(request, decision)
+                upstream_rejected, upstream_message = await self._forward(request, decision)
         except _Refused as refused:
             await _send_status(send, kind or JSON, refused)
             self._audit(decision, scope, f"refused {refused.status}: {refused.message}")
             return
-        message = f"{rejected} spans outside the sender's trace write scope" if rejected else ""
-        self._audit(decision, scope, f"forwarded {kept} spans, rejected {rejected}")
+        messages = [f"{rejected} spans outside the sender's trace write scope"] if rejected else []
+        if upstream_rejected:
+            messages.append(f"the upstream rejected {upstream_rejected}: {upstream_message}")
+        total = rejected + upstream_rejected
+        self._audit(
+            decision, scope, f"forwarded {kept - upstream_rejected} spans, rejected {total}"
+        )
         response = ExportTraceServiceResponse()
-        if rejected:
+        if total:
             response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(rejected_spans=rejected, error_message=message)
+                ExportTracePartialSuccess(rejected_spans=total, error_message="; ".join(messages))
             )
         await _send(send, 200, kind or PROTOBUF, _encode(response, kind or PROTOBUF))
+
+    def _prepare(
+        self, body: bytes, kind: str, decision: Decision
+    ) -> tuple[ExportTraceServiceRequest, int]:
+        request = _parse(body, kind)
+        if len(request.resource_spans) > MAX_RESOURCES:
+            raise _Refused(400, f"more than {MAX_RESOURCES} resources in one export")
+        return request, self._authorize(request, decision)
 
     def _authorize(self, request: ExportTraceServiceRequest, decision: Decision) -> int:
         """Drop resources outside the sender's write scope (returning how many spans
@@ -179,33 +219,36 @@ class OTLPGateway:
         rejected = 0
         kept = []
         for resource_spans in request.resource_spans:
-            attributes = _attributes(resource_spans.resource)
-            env = next((attributes[k] for k in _ENV_KEYS if k in attributes), None)
-            service = attributes.get("service.name")
-            allowed = access is not None and access.traces.permits("write", project, env, service)
+            where = _placement(resource_spans.resource)
+            allowed = (
+                where is not None
+                and access is not None
+                and access.traces.permits("write", project, where[0], where[1])
+            )
             if not allowed:
                 rejected += sum(len(s.spans) for s in resource_spans.scope_spans)
                 continue
-            _restamp(resource_spans.resource, stamp)
+            _restamp(resource_spans, stamp)
             kept.append(resource_spans)
         del request.resource_spans[:]
         request.resource_spans.extend(kept)
         return rejected
 
-    async def _forward(self, request: ExportTraceServiceRequest, decision: Decision) -> None:
-        if self._inflight >= self.settings.max_inflight:
-            raise _Refused(503, "the gateway is at capacity", retry_after=1.0)
+    async def _forward(
+        self, request: ExportTraceServiceRequest, decision: Decision
+    ) -> tuple[int, str]:
+        """Forward; the upstream's own partial success, passed back to the sender."""
         access = decision.access
         owner = access.owner if access is not None else None
         upstream = self._routes.get(owner or "", self._default)
-        body = request.SerializeToString()
-        self._inflight += 1
+        answer = await self._post(upstream, request.SerializeToString())
         try:
-            await self._post(upstream, body)
-        finally:
-            self._inflight -= 1
+            partial = ExportTraceServiceResponse.FromString(answer).partial_success
+        except DecodeError:
+            return 0, ""  # a 2xx without a readable body: OTLP says full success
+        return partial.rejected_spans, partial.error_message
 
-    async def _post(self, upstream: _Upstream, body: bytes) -> None:
+    async def _post(self, upstream: _Upstream, body: bytes) -> bytes:
         """POST with bounded retries; raises _Refused(503) when the data cannot land."""
         deadline = time.monotonic() + self.settings.timeout
         wait = 0.1
@@ -214,19 +257,20 @@ class OTLPGateway:
             if remaining <= 0:
                 break
             try:
-                response = await self._client.post(
-                    upstream.url, content=body, headers=upstream.headers, timeout=remaining
-                )
-            except httpx.HTTPError:
+                async with asyncio.timeout(remaining):  # a total deadline, not per phase
+                    response = await self._client.post(
+                        upstream.url, content=body, headers=upstream.headers
+                    )
+            except (httpx.HTTPError, TimeoutError):
                 status, retry_after = 503, None
             else:
                 if response.status_code < 300:
-                    return
+                    return response.content
                 status, retry_after = response.status_code, _retry_after(response)
                 if status not in _RETRY_STATUSES:
-                    # The upstream refused the data itself: retrying will not help, and
-                    # telling the sender to retry would loop. Reported, not hidden.
-                    raise _Refused(502, f"the upstream refused the export ({status})")
+                    # The upstream refused the data itself: retrying will not help, so
+                    # the sender gets a non-retryable 400 naming it, not a 502 it retries.
+                    raise _Refused(400, f"the upstream refused the export ({status})")
             pause = min(retry_after if retry_after is not None else wait, _MAX_RETRY_AFTER)
             if attempt == self.settings.retries or time.monotonic() + pause > deadline:
                 raise _Refused(503, "the upstream is unavailable", retry_after=max(pause, 1.0))
@@ -275,6 +319,13 @@ def _upstream(
     return _Upstream(url, headers)
 
 
+def _path(scope: Scope) -> str:
+    """The path inside the gateway's mount point (Starlette keeps the full path)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def _content_type(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
@@ -286,7 +337,11 @@ def _content_type(scope: Scope) -> str | None:
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     encoding = None
     for name, value in scope.get("headers", ()):
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
+        if (
+            name == b"content-length"
+            and value.isdigit()
+            and (len(value) > 18 or int(value) > limit)
+        ):
             raise _Refused(413, f"the body is over {limit} bytes")
         if name == b"content-encoding":
             encoding = value.decode("latin-1").strip().lower()
@@ -316,8 +371,10 @@ def _gunzip(data: bytes, limit: int) -> bytes:
         raise _Refused(400, "the body is not valid gzip") from None
     if len(out) > limit:
         raise _Refused(413, f"the decompressed body is over {limit} bytes")
-    if not inflater.eof:
-        raise _Refused(400, "the body is not valid gzip")
+    if not inflater.eof or inflater.unused_data:
+        # Truncated, or more after the first member (another member, trailing bytes):
+        # refuse rather than forward part of what the sender sent.
+        raise _Refused(400, "the body is not a single complete gzip member")
     return out
 
 
@@ -331,7 +388,14 @@ def _parse(body: bytes, kind: str) -> ExportTraceServiceRequest:
             if not isinstance(document, dict):
                 raise ValueError("not an object")
             json_format.ParseDict(_ids_to_base64(document), request)
-    except (DecodeError, ValueError, TypeError, json_format.ParseError, RecursionError):
+    except (
+        DecodeError,
+        ValueError,
+        TypeError,
+        AttributeError,  # a JSON list or string where OTLP has an object
+        json_format.ParseError,
+        RecursionError,
+    ):
         raise _Refused(400, "the body is not an OTLP trace export") from None
     return request
 
@@ -365,39 +429,68 @@ def _encode(response: ExportTraceServiceResponse, kind: str) -> bytes:
     return response.SerializeToString()
 
 
-def _attributes(resource: Resource) -> dict[str, str]:
-    return {
-        kv.key: kv.value.string_value
-        for kv in resource.attributes
-        if kv.value.HasField("string_value")
-    }
+def _placement(resource: Resource) -> tuple[str | None, str | None] | None:
+    """(environment, service) a resource says it comes from, or None when it says so
+    ambiguously: a key twice, a non-string value, or the two environment keys
+    disagreeing. Backends read such resources differently, so none of them is trusted."""
+    seen: dict[str, str] = {}
+    for kv in resource.attributes:
+        if kv.key in _PLACEMENT_KEYS:
+            if kv.key in seen or not kv.value.HasField("string_value"):
+                return None
+            seen[kv.key] = kv.value.string_value
+    envs = {seen[k] for k in _ENV_KEYS if k in seen}
+    if len(envs) > 1:
+        return None
+    return (envs.pop() if envs else None), seen.get("service.name")
 
 
-def _stamp_values(decision: Decision, project: str) -> dict[str, str]:
+def _stamp_values(decision: Decision, project: str) -> list[KeyValue]:
     identity = decision.attributes or {}
     stamp = {OWNER: project}
-    for key in (USER_HASH, ISSUER, KIND):
+    for key in (USER_HASH, ISSUER, KIND, POLICY_VERSION):
         value = identity.get(key)
         if isinstance(value, str):
             stamp[key] = value
-    return stamp
+    pairs = [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in stamp.items()]
+    roles = identity.get(USER_ROLES)
+    if isinstance(roles, tuple):
+        values = [AnyValue(string_value=str(r)) for r in roles]
+        array = AnyValue(array_value=ArrayValue(values=values))
+        pairs.append(KeyValue(key=USER_ROLES, value=array))
+    return pairs
 
 
-def _restamp(resource: Resource, stamp: Mapping[str, str]) -> None:
-    """Replace whatever the sender said about ownership with what the gateway knows."""
-    kept = [kv for kv in resource.attributes if kv.key not in STAMPED]
-    del resource.attributes[:]
-    resource.attributes.extend(kept)
-    for key, value in stamp.items():
-        resource.attributes.append(KeyValue(key=key, value=AnyValue(string_value=value)))
+def _forged(key: str) -> bool:
+    """Identity keys only iamscope may write (contract 5)."""
+    return key.startswith(("iamscope.", "user.")) or key == "enduser.id"
+
+
+def _strip(attributes: Any) -> None:
+    if any(_forged(kv.key) for kv in attributes):
+        kept = [kv for kv in attributes if not _forged(kv.key)]
+        del attributes[:]
+        attributes.extend(kept)
+
+
+def _restamp(resource_spans: ResourceSpans, stamp: list[KeyValue]) -> None:
+    """Remove whatever the sender said about identity (resource, scopes, spans) and
+    write what the gateway verified on the resource."""
+    _strip(resource_spans.resource.attributes)
+    resource_spans.resource.attributes.extend(stamp)
+    for scope_spans in resource_spans.scope_spans:
+        _strip(scope_spans.scope.attributes)
+        for span in scope_spans.spans:
+            _strip(span.attributes)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # "²".isdigit() is True too
+        return float(value[:9])
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -295,6 +295,11 @@ def test_otlp_json_and_gzip_are_accepted(
         (b"x" * (64 * 1024 + 1), {}, 413),
         (gzip.compress(b"\0" * (10 * 1024 * 1024)), {"content-encoding": "gzip"}, 413),
         (b"", {"content-encoding": "br"}, 415),
+        (b'{"resourceSpans": ["x"]}', {"ct": "json"}, 400),
+        (b'{"resourceSpans": "abc"}', {"ct": "json"}, 400),
+        (gzip.compress(b"") + gzip.compress(b"\n\x00"), {"content-encoding": "gzip"}, 400),
+        (gzip.compress(b"") + b"trailing", {"content-encoding": "gzip"}, 400),
+        (b"\x0a\x00" * 10_001, {}, 400),
         (b"{}", {"ct": "text/plain"}, 415),
     ],
     ids=[
@@ -306,6 +311,11 @@ def test_otlp_json_and_gzip_are_accepted(
         "too-large",
         "gzip-bomb",
         "unknown-encoding",
+        "json-list-item",
+        "json-string-list",
+        "two-gzip-members",
+        "gzip-trailing-bytes",
+        "too-many-resources",
         "wrong-type",
     ],
 )
@@ -349,7 +359,7 @@ def test_upstream_outage_is_503_with_retry_after_and_nothing_accepted(
     assert again.status_code == 200 and receiver.wait_for(1)
 
 
-def test_an_upstream_that_refuses_the_data_is_a_502(
+def test_an_upstream_that_refuses_the_data_is_a_non_retryable_400(
     iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
 ) -> None:
     receiver.fail_with(400)
@@ -358,7 +368,8 @@ def test_an_upstream_that_refuses_the_data_is_a_502(
         export(resource("prod", "api", 1)),
         local_issuer.mint(groups=["admins"]),
     )
-    assert response.status_code == 502 and receiver.rejected == 1  # not retried
+    # Not retried here, and a 400 so the sender's exporter does not retry it either.
+    assert response.status_code == 400 and receiver.rejected == 1
 
 
 def test_missing_project_tokens_refuse_to_start(iam: IAMScope, receiver: OTLPHTTPReceiver) -> None:
@@ -447,3 +458,72 @@ def test_the_cli_runs_the_gateway(
     path.write_text(yaml.safe_dump(config))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no 'gateway' block" in done.stdout
+
+
+def test_ambiguous_placement_is_never_trusted(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    app = gateway(iam, receiver)
+    bot = local_issuer.mint(groups=["ci-checkout"])  # may write checkout/staging only
+
+    def with_attrs(*pairs: tuple[str, AnyValue]) -> ResourceSpans:
+        rs = resource(None, "api", 1)
+        rs.resource.attributes.extend(KeyValue(key=k, value=v) for k, v in pairs)
+        return rs
+
+    s = AnyValue(string_value="staging")
+    p = AnyValue(string_value="production")
+    listed = AnyValue(array_value=ArrayValue(values=[p]))
+    body = export(
+        with_attrs(("deployment.environment.name", p), ("deployment.environment.name", s)),
+        with_attrs(("deployment.environment.name", listed), ("deployment.environment", s)),
+        with_attrs(("deployment.environment.name", s), ("deployment.environment", p)),
+    )
+    response = post(app, body, bot)
+    assert response.status_code == 200 and partial(response)[0] == 3
+    assert receiver.received == []
+
+
+def test_senders_without_any_write_scope_are_refused_before_the_body_is_read(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    nobody = local_issuer.mint(groups=["marketing"])
+    response = post(gateway(iam, receiver), b"never parsed", nobody)
+    assert response.status_code == 403 and response.json()["code"] == "trace_scope_required"
+
+
+def test_every_forged_identity_attribute_is_removed(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    rs = resource("staging", "api", 1, **{"user.roles": "admin", "enduser.id": "victim"})
+    span = rs.scope_spans[0].spans[0]
+    span.attributes.extend(
+        [
+            KeyValue(key="iamscope.owner.team", value=AnyValue(string_value="platform")),
+            KeyValue(key="user.hash", value=AnyValue(string_value="deadbeef")),
+            KeyValue(key="http.route", value=AnyValue(string_value="/pay")),
+        ]
+    )
+    rs.scope_spans[0].scope.attributes.append(
+        KeyValue(key="iamscope.issuer", value=AnyValue(string_value="forged"))
+    )
+    post(gateway(iam, receiver), export(rs), local_issuer.mint(groups=["ci-checkout"]))
+    assert receiver.wait_for(1)
+    (got,) = receiver.spans()
+    assert got.attributes == {"http.route": "/pay"}  # only what is not identity
+    assert "enduser.id" not in got.resource
+    assert got.resource["user.roles"] == ("deployer",)
+    assert got.resource["iamscope.policy.version"] == "gw"
+    assert got.resource["iamscope.owner.team"] == "checkout"
+
+
+def test_the_gateway_can_be_mounted_under_a_prefix(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/otlp", app=gateway(iam, receiver))])
+    admin = local_issuer.mint(groups=["admins"])
+    response = post(outer, export(resource("prod", "api", 1)), admin, path="/otlp/v1/traces")
+    assert response.status_code == 200 and receiver.wait_for(1)
