@@ -175,12 +175,16 @@ class TokenCache:
         access: Access,
         generation: int,
         attributes: Mapping[str, AttributeValue] | None = None,
+        revocations_checked: int | None = None,
     ) -> Entry:
+        """Cache an allowed identity. ``revocations_checked``: the revocation store's
+        version read *before* the principal was checked against it (default: now)."""
         now = self.clock()
+        checked = self.revocations.version if revocations_checked is None else revocations_checked
         entry = Entry(
             expires_at=min(principal.expires_at, now + self.settings.max_ttl),
             generation=generation,
-            revocations=self.revocations.version,
+            revocations=checked,
             principal=principal,
             access=access,
             attributes=attributes,

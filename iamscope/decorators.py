@@ -150,6 +150,8 @@ def require(
     wanted = tuple(permissions) + ((permission,) if permission else ())
     if trace is not None and project is None and project_param is None:
         raise ValueError("a trace requirement needs project= or project_param=")
+    if project == "*" and environment is not None:
+        raise ValueError("project='*' checks for any grant; it cannot narrow by environment")
     return Requirement(
         any_roles=tuple(roles),
         all_roles=tuple(all_roles),

@@ -342,6 +342,9 @@ class IAMScope:
         )
 
     def _accepted(self, key: bytes, principal: Principal) -> Decision:
+        # The version is read before the check: a revocation landing after it moves the
+        # version past the entry's, so the next lookup re-checks (no window to miss it).
+        checked = self.cache.revocations.version
         if self.cache.revocations.is_revoked(principal):
             return self._rejected(key, TokenRevoked("the credential was revoked"))
         generation = self.policy.generation
@@ -354,7 +357,7 @@ class IAMScope:
             else None,
             enduser_id=self.telemetry.enduser_id,
         )
-        self.cache.put_allowed(key, principal, access, generation, attributes)
+        self.cache.put_allowed(key, principal, access, generation, attributes, checked)
         return Decision(True, _next_id(), "miss", access, principal, None, attributes)
 
     def _verified(self, started: float, decision: Decision) -> None:

@@ -304,7 +304,11 @@ def _upstream(
     if url is None:
         raise ConfigError(f"gateway {name}: no upstream endpoint", key="endpoint")
     headers = {"content-type": PROTOBUF}
-    token_env = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep else None)
+    default = name == "default_project"
+    if not default and project.token_env is None and (lightstep or settings.token_header):
+        # Never fall back to the default project's key for another team's project.
+        raise ConfigError(f"gateway {name}: 'token_env' is required", key="token_env")
+    token_env = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep and default else None)
     if token_env is not None:
         token = env.get(token_env)
         if not token:

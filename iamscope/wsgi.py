@@ -15,7 +15,7 @@ from opentelemetry.trace import get_current_span
 
 from iamscope._context import request_decision
 from iamscope.enforce import IAMScope
-from iamscope.errors import IAMScopeError
+from iamscope.errors import AccessDenied, IAMScopeError, TokenError
 from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
 
 __all__ = ["IAMScopeWSGIMiddleware"]
@@ -79,8 +79,29 @@ class IAMScopeWSGIMiddleware:
             if stripped is not None:
                 otel_context.detach(stripped)
 
+        started = False
+
+        def tracking_start(status: str, headers: Any, exc_info: Any = None) -> Any:
+            nonlocal started
+            started = True
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
         try:
-            result = self.app(environ, start_response)
+            result = self.app(environ, tracking_start)
+        except (AccessDenied, TokenError) as exc:  # a require(...) in a plain WSGI app
+            reset()
+            if started:
+                raise  # the app began its own answer: nothing clean left to send
+            method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
+            self.iamscope.audit_denial(decision, exc, method, path)
+            requirement = exc.requirement if isinstance(exc, AccessDenied) else None
+            status, answer, body = self.iamscope.answer(
+                exc, decision.decision_id, scope=requirement
+            )
+            start_response(f"{status} {_REASONS.get(status, '')}".rstrip(), answer)
+            return [body]
         except BaseException:
             reset()
             raise

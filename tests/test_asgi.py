@@ -537,3 +537,29 @@ def test_decision_ids_are_unique_and_stable(iam: IAMScope, local_issuer: LocalIs
     ids = [d.decision_id for d in decisions]
     assert len(set(ids)) == 50 and all(len(i) == 22 for i in ids)
     assert decisions[0].decision_id == ids[0]  # formatted on read, the same every time
+
+
+def test_a_revocation_during_resolution_is_not_missed(
+    iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    revocations = iam.cache.revocations
+    assert isinstance(revocations, InMemoryRevocations)
+    compiled = iam.policy.current
+    resolve = compiled.resolve
+
+    def revoking(principal: Any) -> Any:  # the revocation lands between check and store
+        revocations.revoke_subject(principal.issuer, principal.subject)
+        return resolve(principal)
+
+    compiled.resolve = revoking  # type: ignore[method-assign]
+    headers = [(b"authorization", f"Bearer {local_issuer.mint(sub='eve')}".encode())]
+    assert iam.decide(headers).allowed  # decided before the revocation was seen
+    compiled.resolve = resolve  # type: ignore[method-assign]
+    again = iam.decide(headers)
+    assert not again.allowed and again.error is not None and again.error.code == "token_revoked"
+    assert iam.hit(headers) is None
+
+
+def test_a_listing_requirement_cannot_pretend_to_narrow_by_environment() -> None:
+    with pytest.raises(ValueError, match="cannot narrow by environment"):
+        require(trace="write", project="*", environment="production")

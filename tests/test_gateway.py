@@ -527,3 +527,9 @@ def test_the_gateway_can_be_mounted_under_a_prefix(
     admin = local_issuer.mint(groups=["admins"])
     response = post(outer, export(resource("prod", "api", 1)), admin, path="/otlp/v1/traces")
     assert response.status_code == 200 and receiver.wait_for(1)
+
+
+def test_a_named_project_needs_its_own_token(iam: IAMScope, receiver: OTLPHTTPReceiver) -> None:
+    cfg = settings(receiver.endpoint, projects={"checkout": {"endpoint": "http://x.example"}})
+    with pytest.raises(ConfigError, match=r"projects\.checkout: 'token_env' is required"):
+        OTLPGateway(iam, cfg, environ=ENV)

@@ -254,3 +254,20 @@ def test_django_views(iam: IAMScope, local_issuer: LocalIssuer) -> None:
         assert denied.json()["code"] == "permission_required"
         assert http.get("/whoami").status_code == 401
     _assert_refusal_linked(iam, denied)
+
+
+def test_require_in_a_plain_wsgi_app_is_a_403_not_a_500(
+    iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    @require(roles=["admin"])
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"secret"]
+
+    wrapped = IAMScopeWSGIMiddleware(app, iam)
+    with client(wrapped) as http:
+        denied = http.get("/", headers=bearer(local_issuer.mint(groups=["sales-east"])))
+        assert denied.status_code == 403 and denied.json()["code"] == "role_required"
+        assert "secret" not in denied.text
+        allowed = http.get("/", headers=bearer(local_issuer.mint(groups=["admins"])))
+        assert allowed.text == "secret"

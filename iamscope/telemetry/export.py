@@ -128,6 +128,15 @@ def build_exporter(
     default = make(settings.default_project, "default_project")
     if not settings.projects:
         return default
+    header = settings.token_header or (LIGHTSTEP_HEADER if settings.exporter == "lightstep" else "")
+    if header and header.lower() in {k.lower() for k in _env_headers(env)}:
+        # The OpenTelemetry SDK adds OTEL_EXPORTER_OTLP_HEADERS to every exporter: a
+        # project key there would reach every team's project.
+        raise ConfigError(
+            f"telemetry: {header} is set in OTEL_EXPORTER_OTLP_HEADERS, which goes to every "
+            "project; give each project its token_env instead",
+            key="token_header",
+        )
     routes = {
         team: make(project, f"projects.{team}") for team, project in settings.projects.items()
     }
@@ -142,7 +151,12 @@ def _otlp_factory(
     grpc = settings.protocol == "grpc"
 
     def make(project: Project, name: str) -> SpanExporter:
-        token_env = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep else None)
+        default = name == "default_project"
+        if not default and project.token_env is None and (lightstep or header is not None):
+            # Falling back to the default project's key would send it to another team's
+            # project (or endpoint): each named project brings its own.
+            raise ConfigError(f"telemetry {name}: 'token_env' is required", key="token_env")
+        token_env = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep and default else None)
         headers = _env_headers(env)
         if token_env is not None:
             token = env.get(token_env)

@@ -238,3 +238,15 @@ def test_configure_sets_the_global_provider_only_when_asked() -> None:
     before = trace.get_tracer_provider()
     configure({"exporter": "none"}, set_global=False)
     assert trace.get_tracer_provider() is before
+
+
+def test_no_project_is_ever_sent_another_project_s_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    unnamed = lightstep("http://127.0.0.1:9/v1/traces")
+    unnamed["projects"]["search"] = {"endpoint": "http://search.example/v1/traces"}
+    with pytest.raises(ConfigError, match=r"projects\.search: 'token_env' is required"):
+        build_exporter(TelemetrySettings.from_mapping(unnamed))
+    # The SDK sends OTEL_EXPORTER_OTLP_HEADERS to every exporter: a project key there
+    # would reach every project, so routing with one there is refused.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "lightstep-access-token=default-secret")
+    with pytest.raises(ConfigError, match="goes to every project"):
+        build_exporter(TelemetrySettings.from_mapping(lightstep("http://127.0.0.1:9/v1/traces")))
