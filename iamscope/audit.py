@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -125,6 +126,19 @@ def to_event(record: AuditRecord) -> dict[str, Any]:
     }
 
 
+def _after_fork(owner: Any, restart: Callable[[Any], None]) -> None:
+    """Restart ``owner``'s background thread in a forked child (threads do not survive
+    fork). Held weakly: a closed, collected sink is not kept alive by the hook."""
+    ref = weakref.ref(owner)
+
+    def hook() -> None:
+        alive = ref()
+        if alive is not None:
+            restart(alive)
+
+    os.register_at_fork(after_in_child=hook)
+
+
 class AuditSink(Protocol):
     def emit(self, record: AuditRecord) -> None: ...
 
@@ -158,8 +172,21 @@ class LoggerSink:
         self._closing = threading.Event()
         self._wake = threading.Event()
         self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="iamscope-audit", daemon=True)
-        self._thread.start()
+        self._thread = self._start()
+        _after_fork(self, LoggerSink._forked)
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="iamscope-audit", daemon=True)
+        thread.start()
+        return thread
+
+    def _forked(self) -> None:
+        # A forked child has no writer thread; what was pending is the parent's to write.
+        self._pending.clear()
+        self._busy = False
+        self._closing = threading.Event()
+        self._wake = threading.Event()
+        self._thread = self._start()
 
     def emit(self, record: AuditRecord) -> None:
         if len(self._pending) >= self._max:
@@ -232,11 +259,23 @@ class HitSummary:
         self._sink, self._hasher, self._clock = sink, hasher, clock
         self._counts: dict[tuple[int, str, str], list[Any]] = {}
         self._lock = threading.Lock()
+        self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(interval,), name="iamscope-audit-summary", daemon=True
+        self._thread = self._start()
+        _after_fork(self, HitSummary._forked)
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._run, args=(self._interval,), name="iamscope-audit-summary", daemon=True
         )
-        self._thread.start()
+        thread.start()
+        return thread
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {}  # the parent reports what it counted
+        self._stop = threading.Event()
+        self._thread = self._start()
 
     def add(self, decision: Decision, method: str, path: str) -> None:
         key = (id(decision.principal), method, path)

@@ -77,6 +77,17 @@ _ids = itertools.count(1)
 _next_id = _ids.__next__
 
 
+def _reseed_ids() -> None:
+    """A forked worker (gunicorn --preload) must not repeat its parent's ids."""
+    global _ID_PREFIX, _ids, _next_id
+    _ID_PREFIX = os.urandom(6).hex()
+    _ids = itertools.count(1)
+    _next_id = _ids.__next__
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
 class Decision(NamedTuple):
     """One request's verdict. (A NamedTuple: one is built per request, on the hot path.)"""
 

@@ -104,3 +104,47 @@ def test_subject_hash_is_a_keyed_hmac_remembered_within_bounds() -> None:
         hasher("corp", f"user-{i}")
     assert len(hasher._memo) <= 10
     assert hasher("corp", "alice") == expected
+
+
+FORK = """
+import json, logging, os, sys
+from iamscope import IAMScope
+from iamscope.audit import LoggerSink
+from iamscope.policy import PolicyStore
+from iamscope.testing import LocalIssuer
+
+lines = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+log = logging.getLogger("fork-test")
+log.setLevel(logging.INFO)
+log.addHandler(Keep())
+policy = {"version": "v", "roles": {"r": {"permissions": ["x"]}},
+          "bindings": [{"groups": ["g"], "roles": ["r"]}]}
+with LocalIssuer() as issuer:
+    iam = IAMScope([issuer.issuer_config("corp")], PolicyStore(policy), hash_key=b"k",
+                   audit=LoggerSink(log, interval=3600))
+    parent_id = iam.decide([]).decision_id
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own ids, a working writer
+        child_id = iam.decide([]).decision_id
+        ok = iam.audit.flush(timeout=5)
+        os.write(write, json.dumps([child_id, ok, lines]).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_id, flushed, child_lines = json.loads(os.read(read, 100000))
+    assert child_id != parent_id and child_id[:12] != parent_id[:12], (child_id, parent_id)
+    assert flushed, "the child's audit writer did not run"
+    assert [json.loads(l)["decision_id"] for l in child_lines] == [child_id], child_lines
+    print("ok")
+"""
+
+
+def test_a_forked_worker_has_its_own_ids_and_a_working_audit_writer() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FORK], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
