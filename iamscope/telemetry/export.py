@@ -65,11 +65,14 @@ class RoutingSpanExporter(SpanExporter):
         self.failed: dict[str, int] = {}
 
     def route(self, span: ReadableSpan) -> str:
-        """The team whose project gets this span ("" for the default project)."""
-        owner = (span.attributes or {}).get(OWNER)
-        if not isinstance(owner, str) and span.context is not None:
-            owner = self._owners.get(span.context.trace_id)
-        return owner if isinstance(owner, str) and owner in self.routes else ""
+        """The team whose project gets this span ("" for the default project): the owner
+        iamscope recorded for the span, else its trace's — never the span's attributes,
+        which other processors can write."""
+        context = span.context
+        if context is None:
+            return ""
+        owner = self._owners.take_span(context.span_id) or self._owners.get(context.trace_id)
+        return owner if owner is not None and owner in self.routes else ""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         parts: dict[str, list[ReadableSpan]] = {}

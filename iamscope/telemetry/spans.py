@@ -89,17 +89,36 @@ def decision_attributes(decision: Decision) -> dict[str, AttributeValue]:
 
 
 class TraceOwners:
-    """trace id → owner team, decided at the server span. The routing exporter falls
-    back to it for spans of the trace that carry no owner (started before the
-    middleware ran, or in a thread that did not copy the context), so a trace is not
-    split across projects. Bounded; the oldest traces are forgotten first."""
+    """Who owns which spans, as iamscope decided it — what the routing exporter routes
+    by, rather than a span attribute that any processor (a baggage copier, say) could
+    have set.
+
+    * span id → owner, recorded by :class:`OwnershipSpanProcessor` for every span
+      started inside a request, and taken back when the span is exported;
+    * trace id → owner, decided at the server span, for the trace's other spans
+      (started before the middleware ran, or in a thread without the context), so a
+      trace is not split across projects.
+
+    Bounded; the oldest entries are forgotten first. Nothing is recorded until a routing
+    exporter switches it on (``active``)."""
 
     def __init__(self, max_traces: int = 100_000) -> None:
         #: Claims are recorded only once a routing exporter reads them.
         self.active = False
         self._owners: dict[int, str] = {}
+        self._spans: dict[int, str] = {}
         self._max = max_traces
         self._lock = threading.Lock()
+
+    def claim_span(self, span_id: int, owner: str) -> None:
+        spans = self._spans
+        with self._lock:
+            while len(spans) >= self._max:
+                del spans[next(iter(spans))]
+            spans[span_id] = owner
+
+    def take_span(self, span_id: int) -> str | None:
+        return self._spans.pop(span_id, None)
 
     def claim(self, trace_id: int, owner: str) -> None:
         owners = self._owners
@@ -190,8 +209,9 @@ class OwnershipSpanProcessor(SpanProcessor):
     Spans started outside any request are left alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, owners: TraceOwners = trace_owners) -> None:
         self._last: tuple[int, Attributes] = (0, {})
+        self._owners = owners
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         decision = request_decision.get()
@@ -204,6 +224,9 @@ class OwnershipSpanProcessor(SpanProcessor):
                 {**decision.attributes, DECISION_ID: decision.decision_id},
             )
         put(span, last[1])
+        access = decision.access
+        if self._owners.active and access is not None and access.owner is not None:
+            self._owners.claim_span(span.get_span_context().span_id, access.owner)
 
     def on_end(self, span: ReadableSpan) -> None:
         pass

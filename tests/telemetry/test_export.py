@@ -155,17 +155,37 @@ class Failing(SpanExporter):
 def test_a_raising_exporter_is_contained_and_counted() -> None:
     provider = TracerProvider()
     good = InMemorySpanExporter()
-    router = RoutingSpanExporter({"sales": Failing()}, good, owners=TraceOwners())
+    owners = TraceOwners()
+    router = RoutingSpanExporter({"sales": Failing()}, good, owners=owners)
     tracer = provider.get_tracer("t")
     spans = []
     for owner in ("sales", "platform", None):
-        span = tracer.start_span("s", attributes={"iamscope.owner.team": owner} if owner else {})
+        span = tracer.start_span("s")
+        if owner:
+            owners.claim_span(span.get_span_context().span_id, owner)
         span.end()
         spans.append(span)
     assert router.export(spans) is SpanExportResult.FAILURE
     assert router.failed == {"sales": 1}
     # Unknown owners and spans without one go to the default project.
     assert len(good.get_finished_spans()) == 2
+
+
+def test_routing_follows_what_iamscope_recorded_not_span_attributes() -> None:
+    owners = TraceOwners()
+    sales, platform, default = (InMemorySpanExporter() for _ in range(3))
+    router = RoutingSpanExporter({"sales": sales, "platform": platform}, default, owners=owners)
+    tracer = TracerProvider().get_tracer("t")
+    # An attribute copied from inbound baggage (or set by any processor) routes nothing.
+    forged = tracer.start_span("forged", attributes={"iamscope.owner.team": "platform"})
+    forged.end()
+    recorded = tracer.start_span("recorded", attributes={"iamscope.owner.team": "platform"})
+    owners.claim_span(recorded.get_span_context().span_id, "sales")
+    recorded.end()
+    router.export([forged, recorded])
+    assert [s.name for s in default.get_finished_spans()] == ["forged"]
+    assert [s.name for s in sales.get_finished_spans()] == ["recorded"]
+    assert platform.get_finished_spans() == ()
 
 
 def test_spans_without_an_owner_follow_their_trace() -> None:
