@@ -189,7 +189,7 @@ class LoggerSink:
         self._thread = self._start()
 
     def emit(self, record: AuditRecord) -> None:
-        if len(self._pending) >= self._max:
+        if len(self._pending) >= self._max or self._closing.is_set():  # closed: never written
             self.dropped += 1
             return
         self._pending.append(record)

@@ -56,10 +56,10 @@ class GatewaySettings:
         for key in ("endpoint", "token_header"):
             if key in data and not (isinstance(data[key], str) and data[key]):
                 raise fail(key, f"{key!r} must be a non-empty string")
-        for key in ("max_body_bytes", "retries", "max_inflight"):
-            value = data.get(key, 1)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise fail(key, f"{key!r} must be a whole number")
+        for key, least in (("max_body_bytes", 1), ("retries", 0), ("max_inflight", 1)):
+            value = data.get(key, least)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise fail(key, f"{key!r} must be a whole number ≥ {least}")
         timeout = data.get("timeout", 1.0)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise fail("timeout", "'timeout' must be a number of seconds")

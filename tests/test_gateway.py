@@ -389,13 +389,37 @@ def test_gateway_settings_are_checked() -> None:
     assert GatewaySettings.from_mapping({"upstream": "lightstep"}).upstream == "lightstep"
 
 
-def test_at_capacity_the_gateway_says_retry_later(
-    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
-) -> None:
-    app = gateway(iam, receiver, max_inflight=0)
-    response = post(app, export(resource("prod", "api", 1)), local_issuer.mint(groups=["admins"]))
-    assert response.status_code == 503 and response.headers["retry-after"] == "1"
-    assert receiver.received == []
+def test_at_capacity_the_gateway_says_retry_later(iam: IAMScope, local_issuer: LocalIssuer) -> None:
+    async def run() -> tuple[int, int, str]:
+        release = asyncio.Event()
+
+        async def slow_upstream(scope: Any, receive: Any, send: Any) -> None:
+            await release.wait()  # holds the first export in flight
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        upstream = httpx.AsyncClient(transport=httpx.ASGITransport(app=slow_upstream))
+        app = OTLPGateway(
+            iam, settings("http://upstream/v1/traces", max_inflight=1), environ=ENV, client=upstream
+        )
+        headers = {
+            "content-type": PROTOBUF,
+            "authorization": f"Bearer {local_issuer.mint(groups=['admins'])}",
+        }
+        body = export(resource("prod", "api", 1))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            first = asyncio.create_task(client.post("/v1/traces", content=body, headers=headers))
+            while app._inflight == 0:  # the first export has taken the only slot
+                await asyncio.sleep(0.01)
+            second = await client.post("/v1/traces", content=body, headers=headers)
+            release.set()
+            done = await first
+        await upstream.aclose()
+        return done.status_code, second.status_code, second.headers.get("retry-after", "")
+
+    first, second, retry_after = asyncio.run(run())
+    assert (first, second, retry_after) == (200, 503, "1")
 
 
 def test_the_cli_runs_the_gateway(

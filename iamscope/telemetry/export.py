@@ -108,7 +108,14 @@ class RoutingSpanExporter(SpanExporter):
                 log.exception("iamscope: an exporter failed to shut down")
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return all(exporter.force_flush(timeout_millis) for exporter in self._exporters())
+        flushed = True
+        for exporter in self._exporters():  # every one, even after one fails
+            try:
+                flushed = exporter.force_flush(timeout_millis) and flushed
+            except Exception:
+                log.exception("iamscope: an exporter failed to flush")
+                flushed = False
+        return flushed
 
     def _exporters(self) -> list[SpanExporter]:
         return [*self.routes.values(), self.default]
