@@ -634,7 +634,7 @@ def _token_vars(
     projects: Mapping[str, Project], default: Project, prefix: str, lightstep: bool
 ) -> dict[str, list[str]]:
     """Each token variable the exporters would read, with the projects reading it."""
-    from iamscope.telemetry.export import LIGHTSTEP_TOKEN_ENV
+    from iamscope.telemetry.settings import LIGHTSTEP_TOKEN_ENV
 
     found: dict[str, list[str]] = {}
     named = [(f"{prefix}projects.{team}", p) for team, p in projects.items()]

@@ -60,8 +60,8 @@ from iamscope.asgi import IAMScopeMiddleware
 from iamscope.enforce import Decision, IAMScope
 from iamscope.errors import ConfigError, TokenMissing, TraceScopeRequired
 from iamscope.gateway_settings import GatewaySettings
-from iamscope.telemetry.export import LIGHTSTEP_HEADER, LIGHTSTEP_HTTP, LIGHTSTEP_TOKEN_ENV
-from iamscope.telemetry.settings import Project
+from iamscope.telemetry.export import LIGHTSTEP_HTTP
+from iamscope.telemetry.settings import LIGHTSTEP_HEADER, Project, project_token
 from iamscope.telemetry.spans import ISSUER, KIND, OWNER, POLICY_VERSION, USER_HASH, USER_ROLES
 
 __all__ = ["GatewaySettings", "OTLPGateway"]
@@ -304,22 +304,10 @@ def _upstream(
     if url is None:
         raise ConfigError(f"gateway {name}: no upstream endpoint", key="endpoint")
     headers = {"content-type": PROTOBUF}
-    default = name == "default_project"
-    if not default and project.token_env is None and (lightstep or settings.token_header):
-        # Never fall back to the default project's key for another team's project.
-        raise ConfigError(f"gateway {name}: 'token_env' is required", key="token_env")
-    token_env = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep and default else None)
-    if token_env is not None:
-        token = env.get(token_env)
-        if not token:
-            raise ConfigError(
-                f"gateway {name}: the environment variable {token_env} is not set",
-                key="token_env",
-            )
-        header = settings.token_header or (LIGHTSTEP_HEADER if lightstep else None)
-        if header is None:
-            raise ConfigError("gateway: 'token_header' is required with project tokens")
-        headers[header] = token
+    header = settings.token_header or (LIGHTSTEP_HEADER if lightstep else None)
+    token = project_token("gateway", name, project, lightstep=lightstep, header=header, env=env)
+    if token is not None:
+        headers[token[0]] = token[1]
     return _Upstream(url, headers)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -12,16 +11,7 @@ import pytest
 
 from examples.whoami import create_app
 from iamscope.testing import LocalIssuer
-
-
-def get(app: Any, path: str, token: str | None = None) -> httpx.Response:
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            headers = {"authorization": f"Bearer {token}"} if token else {}
-            return await client.get(path, headers=headers)
-
-    return asyncio.run(run())
+from tests._http import get
 
 
 def test_whoami_example_answers_by_the_rules(

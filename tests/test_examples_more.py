@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from iamscope import IAMScope
 from iamscope.config import load_config
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer
+from tests._http import get
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "examples" / "policy" / "iamscope.yaml"
@@ -163,16 +163,6 @@ def trace_api(local_issuer: LocalIssuer) -> Iterator[Any]:
     iam = reference_iam(local_issuer)
     yield create_app(iam)
     iam.close()
-
-
-def get(app: Any, path: str, token: str | None = None) -> httpx.Response:
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            headers = {"authorization": f"Bearer {token}"} if token else {}
-            return await client.get(path, headers=headers)
-
-    return asyncio.run(run())
 
 
 def trace_ids(answer: httpx.Response) -> list[str]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
@@ -15,6 +13,7 @@ from iamscope.audit import ListSink
 from iamscope.fastapi import requires
 from iamscope.policy import Access, PolicyStore
 from iamscope.testing import LocalIssuer
+from tests._http import get
 from tests.test_asgi import POLICY
 
 
@@ -55,16 +54,6 @@ def make_app(iam: IAMScope) -> Any:
 
     api.add_middleware(IAMScopeMiddleware, iamscope=iam)
     return api
-
-
-def get(app: Any, path: str, token: str | None = None) -> httpx.Response:
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            headers = {"authorization": f"Bearer {token}"} if token else {}
-            return await client.get(path, headers=headers)
-
-    return asyncio.run(run())
 
 
 def test_dependencies_check_and_return_the_access(iam: IAMScope, local_issuer: LocalIssuer) -> None:

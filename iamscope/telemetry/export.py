@@ -30,7 +30,12 @@ from opentelemetry.sdk.trace.export import (
 
 from iamscope.errors import ConfigError
 from iamscope.telemetry.metrics import Metrics
-from iamscope.telemetry.settings import Project, TelemetrySettings
+from iamscope.telemetry.settings import (
+    LIGHTSTEP_HEADER,
+    Project,
+    TelemetrySettings,
+    project_token,
+)
 from iamscope.telemetry.spans import OWNER, OwnershipSpanProcessor, TraceOwners, trace_owners
 
 __all__ = ["RoutingSpanExporter", "build_exporter", "configure"]
@@ -39,8 +44,6 @@ log = logging.getLogger("iamscope")
 
 LIGHTSTEP_HTTP = "https://ingest.lightstep.com/traces/otlp/v0.9"
 LIGHTSTEP_GRPC = "ingest.lightstep.com:443"
-LIGHTSTEP_HEADER = "lightstep-access-token"
-LIGHTSTEP_TOKEN_ENV = "LS_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a secret
 _HEADER_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
 
 
@@ -161,26 +164,12 @@ def _otlp_factory(
     grpc = settings.protocol == "grpc"
 
     def make(project: Project, name: str) -> SpanExporter:
-        default = name == "default_project"
-        if not default and project.token_env is None and (lightstep or header is not None):
-            # Falling back to the default project's key would send it to another team's
-            # project (or endpoint): each named project brings its own.
-            raise ConfigError(f"telemetry {name}: 'token_env' is required", key="token_env")
-        token_env = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep and default else None)
         headers = _env_headers(env)
-        if token_env is not None:
-            token = env.get(token_env)
-            if not token:
-                raise ConfigError(
-                    f"telemetry {name}: the environment variable {token_env} is not set",
-                    key="token_env",
-                )
-            if header is None:
-                raise ConfigError(
-                    "telemetry: 'token_header' is required to send project tokens over otlp",
-                    key="token_header",
-                )
-            headers[header] = token
+        token = project_token(
+            "telemetry", name, project, lightstep=lightstep, header=header, env=env
+        )
+        if token is not None:
+            headers[token[0]] = token[1]
         endpoint = project.endpoint or settings.endpoint
         if endpoint is None and lightstep:
             endpoint = LIGHTSTEP_GRPC if grpc else LIGHTSTEP_HTTP

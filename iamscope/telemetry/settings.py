@@ -31,6 +31,8 @@ from iamscope.tokens.issuer import _reject_unknown
 __all__ = ["HASH_KEY_ENV", "Project", "TelemetrySettings", "hash_key_from_env"]
 
 HASH_KEY_ENV = "IAMSCOPE_HASH_KEY"
+LIGHTSTEP_HEADER = "lightstep-access-token"
+LIGHTSTEP_TOKEN_ENV = "LS_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a secret
 EXPORTERS = ("otlp", "lightstep", "console", "none")
 PROTOCOLS = ("http/protobuf", "grpc")
 _KEYS = (
@@ -143,6 +145,40 @@ def _or_empty(value: Any) -> Any:
     """An absent or empty (``key:`` with nothing after it) block is an empty mapping;
     anything else, falsy or not, is checked as it is."""
     return {} if value is None else value
+
+
+def project_token(
+    what: str,
+    name: str,
+    project: Project,
+    *,
+    lightstep: bool,
+    header: str | None,
+    env: Mapping[str, str],
+) -> tuple[str, str] | None:
+    """(header, token) one project's data goes with, or None when it sends none.
+
+    Shared by the telemetry exporters and the OTLP gateway. A named project never falls
+    back to the default project's key (that would send it to another team's project);
+    a variable the config names but the environment lacks is a ConfigError, not data
+    sent unauthenticated.
+    """
+    default = name == "default_project"
+    if not default and project.token_env is None and (lightstep or header is not None):
+        raise ConfigError(f"{what} {name}: 'token_env' is required", key="token_env")
+    token_env = project.token_env or (LIGHTSTEP_TOKEN_ENV if lightstep and default else None)
+    if token_env is None:
+        return None
+    token = env.get(token_env)
+    if not token:
+        raise ConfigError(
+            f"{what} {name}: the environment variable {token_env} is not set", key="token_env"
+        )
+    if header is None:
+        raise ConfigError(
+            f"{what}: 'token_header' is required to send project tokens", key="token_header"
+        )
+    return header, token
 
 
 def hash_key_from_env(variable: str = HASH_KEY_ENV) -> bytes | None:

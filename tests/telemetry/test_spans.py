@@ -38,6 +38,7 @@ from iamscope.telemetry import (
 )
 from iamscope.telemetry.spans import tag
 from iamscope.testing import LocalIssuer
+from tests._http import get
 from tests.test_asgi import POLICY
 
 KEY = b"k" * 32
@@ -110,16 +111,6 @@ def make_app(iam: IAMScope, provider: TracerProvider, **kw: Any) -> Any:
 async def _later(tracer: trace.Tracer) -> None:
     await asyncio.sleep(0)
     tracer.start_span("in-task").end()
-
-
-def get(app: Any, path: str, token: str | None = None) -> httpx.Response:
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            headers = {"authorization": f"Bearer {token}"} if token else {}
-            return await client.get(path, headers=headers)
-
-    return asyncio.run(run())
 
 
 def by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
