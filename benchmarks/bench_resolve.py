@@ -16,12 +16,13 @@ attribute and a trace grant), a principal in 5 groups is resolved:
 
 Targets (DESIGN.md): cold ≤ 20 µs at 10k bindings; ≤ 1.5x growth from 100 to 100k.
 
-    .venv/bin/python benchmarks/bench_resolve.py [--write]
+    .venv/bin/python benchmarks/bench_resolve.py [--write] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -172,6 +173,33 @@ def render(results: dict[int, dict[str, list[float]]]) -> str:
     return "\n".join(rows)
 
 
+def dump_json(path: Path, results: dict[int, dict[str, list[float]]], rounds: int) -> None:
+    """Per-round µs per call, by size and contender (what ``benchmarks/run`` plots)."""
+    path.write_text(
+        json.dumps(
+            {
+                "unit": "µs per call",
+                "rounds": rounds,
+                "roles": ROLES,
+                "groups_per_principal": GROUPS_PER_PRINCIPAL,
+                "sizes": {
+                    str(size): {
+                        name: {
+                            "median": statistics.median(samples),
+                            "min": min(samples),
+                            "max": max(samples),
+                            "samples": samples,
+                        }
+                        for name, samples in r.items()
+                    }
+                    for size, r in results.items()
+                },
+            },
+            indent=1,
+        )
+    )
+
+
 def write_readme(block: str) -> None:
     write_section("resolve", "Policy resolution (`bench_resolve.py`)", intro_of(__doc__), block)
 
@@ -181,10 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="also dump the per-round µs per size here"
+    )
     args = parser.parse_args(argv)
     results = {size: measure(size, args.rounds) for size in args.sizes}
     block = render(results)
     print(block)
+    if args.json is not None:
+        dump_json(args.json, results, args.rounds)
     if args.write:
         write_readme(block)
     return 0

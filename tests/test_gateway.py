@@ -557,3 +557,35 @@ def test_a_named_project_needs_its_own_token(iam: IAMScope, receiver: OTLPHTTPRe
     cfg = settings(receiver.endpoint, projects={"checkout": {"endpoint": "http://x.example"}})
     with pytest.raises(ConfigError, match=r"projects\.checkout: 'token_env' is required"):
         OTLPGateway(iam, cfg, environ=ENV)
+
+
+def test_escaped_json_keys_cannot_smuggle_identity(
+    iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
+) -> None:
+    span = {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "b7ad6b7169203331",
+        "name": "s",
+        "attributes": [{"key": "iamscope.owner.team", "value": {"stringValue": "platform"}}],
+    }
+    document = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [
+                        {"key": "service.name", "value": {"stringValue": "api"}},
+                        {"key": "deployment.environment.name", "value": {"stringValue": "staging"}},
+                    ]
+                },
+                "scopeSpans": [{"spans": [span]}],
+            }
+        ]
+    }
+    # JSON may spell the key with an escape: the bytes never say "iamscope.".
+    body = json.dumps(document).replace('"iamscope.', '"\\u0069amscope.').encode()
+    assert b"iamscope." not in body  # the key is escaped on the wire
+    bot = local_issuer.mint(groups=["ci-checkout"])
+    response = post(gateway(iam, receiver), body, bot, content_type="application/json")
+    assert response.status_code == 200 and receiver.wait_for(1)
+    (got,) = receiver.spans()
+    assert got.attributes == {} and got.resource["iamscope.owner.team"] == "checkout"
