@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from _readme import intro_of, write_section
-from bench_loopback import start
+from bench_loopback import requests_per_second, start
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -141,13 +139,7 @@ def wrk_post(port: int, seconds: int, script: str, env: dict[str, str]) -> float
         script,
         f"http://127.0.0.1:{port}/v1/traces",
     ]
-    out = subprocess.run(
-        command, capture_output=True, text=True, check=True, env={**os.environ, **env}
-    ).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None or re.search(r"Non-2xx or 3xx responses", out):
-        raise SystemExit(f"wrk run failed or saw errors:\n{out}")
-    return float(match.group(1)) * BATCH
+    return requests_per_second(command, env) * BATCH
 
 
 def main(argv: list[str] | None = None) -> int:

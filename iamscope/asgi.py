@@ -50,17 +50,18 @@ class IAMScopeMiddleware:
         method = scope.get("method", "WEBSOCKET")
         decision = iam.hit(scope["headers"], method, path)
         span = get_current_span()
+        recording = span.is_recording()
         if decision is None:
             decision = await self._decide(scope, method, path)
-            if not span.is_recording():
+            if not recording:
                 warn_if_misordered()
+            elif not decision.allowed:
+                tag(span, decision)
             if not decision.allowed:
-                if span.is_recording():
-                    tag(span, decision)
                 error = decision.error or IAMScopeError("denied")
                 await _refuse(kind, send, error, decision.decision_id, iam)
                 return
-        if span.is_recording():
+        if recording:
             tag(span, decision)
         access = decision.access
         scope["iamscope"] = iam  # for decorators: the app's answer hook and audit

@@ -212,27 +212,22 @@ def _personas(corp: LocalIssuer, ci: LocalIssuer, rogue: LocalIssuer) -> list[Pe
         body = corp.mint(sub="00u-east", groups=["admins"]).split(".")[1]
         return _b64(b'{"alg":"none"}') + f".{body}."
 
+    def analyst(region: str) -> Persona:
+        """An analyst bound through sales-<region>: that region's rows, checkout traces."""
+        return Persona(
+            f"{region} analyst",
+            lambda: corp.mint(sub=f"00u-{region}", groups=[f"sales-{region}"]),
+            {
+                "/whoami": Expect(200, ["analyst"]),
+                "/sales": Expect(200, {region: 100}),
+                "/traces": Expect(200, {"checkout": 5}),
+                "/admin/policy": denied,
+            },
+        )
+
     return [
-        Persona(
-            "east analyst",
-            lambda: corp.mint(sub="00u-east", groups=["sales-east"]),
-            {
-                "/whoami": Expect(200, ["analyst"]),
-                "/sales": Expect(200, {"east": 100}),
-                "/traces": Expect(200, {"checkout": 5}),
-                "/admin/policy": denied,
-            },
-        ),
-        Persona(
-            "west analyst",
-            lambda: corp.mint(sub="00u-west", groups=["sales-west"]),
-            {
-                "/whoami": Expect(200, ["analyst"]),
-                "/sales": Expect(200, {"west": 100}),
-                "/traces": Expect(200, {"checkout": 5}),
-                "/admin/policy": denied,
-            },
-        ),
+        analyst("east"),
+        analyst("west"),
         Persona(
             "admin",
             lambda: corp.mint(sub="00u-admin", groups=["admins"]),

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from iamscope.errors import ConfigError
-from iamscope.telemetry.settings import Project, _or_empty, _project
+from iamscope.telemetry.settings import Project, projects_of
 from iamscope.tokens.issuer import _reject_unknown
 
 __all__ = ["GatewaySettings"]
@@ -67,24 +67,14 @@ class GatewaySettings:
             raise fail("timeout", "'timeout' must be a positive number of seconds")
         if data.get("upstream", "otlp") == "otlp" and "endpoint" not in data:
             raise fail("endpoint", "an otlp upstream needs 'endpoint'")
-        projects = _or_empty(data.get("projects"))
-        if not isinstance(projects, Mapping):
-            raise fail("projects", "'projects' must map owner teams to projects")
+        projects, default_project = projects_of(data, where, "gateway.")
         defaults = cls()
         return cls(
             upstream=data.get("upstream", "otlp"),
             endpoint=data.get("endpoint"),
             token_header=data.get("token_header"),
-            projects={
-                str(team): _project(spec, f"gateway.projects.{team}", where, lines.get("projects"))
-                for team, spec in projects.items()
-            },
-            default_project=_project(
-                _or_empty(data.get("default_project")),
-                "gateway.default_project",
-                where,
-                lines.get("default_project"),
-            ),
+            projects=projects,
+            default_project=default_project,
             out_of_scope=data.get("out_of_scope", "drop"),
             max_body_bytes=data.get("max_body_bytes", defaults.max_body_bytes),
             timeout=float(data.get("timeout", defaults.timeout)),

@@ -97,34 +97,49 @@ class TelemetrySettings:
         for key in ("user_hash", "enduser_id", "strip_baggage"):
             if key in data and not isinstance(data[key], bool):
                 raise fail(key, f"{key!r} must be true or false")
-        projects = _or_empty(data.get("projects"))
-        if not isinstance(projects, Mapping):
-            raise fail("projects", "'projects' must map owner teams to projects")
+        projects, default_project = projects_of(data, where)
         return cls(
             exporter=exporter,
             protocol=protocol,
             endpoint=data.get("endpoint"),
             token_header=data.get("token_header"),
-            projects={
-                str(team): _project(
-                    spec,
-                    f"projects.{team}",
-                    where,
-                    getattr(projects, "lines", {}).get(team, lines.get("projects")),
-                )
-                for team, spec in projects.items()
-            },
-            default_project=_project(
-                _or_empty(data.get("default_project")),
-                "default_project",
-                where,
-                lines.get("default_project"),
-            ),
+            projects=projects,
+            default_project=default_project,
             hash_key_env=data.get("hash_key_env", HASH_KEY_ENV),
             user_hash=data.get("user_hash", True),
             enduser_id=data.get("enduser_id", False),
             strip_baggage=data.get("strip_baggage", False),
         )
+
+
+def projects_of(
+    data: Mapping[str, Any], where: str | None, prefix: str = ""
+) -> tuple[dict[str, Project], Project]:
+    """A block's ``projects`` (owner team → Project) and ``default_project``; errors
+    point at the team's own line. Shared by the telemetry and gateway blocks."""
+    lines = getattr(data, "lines", {})
+    projects = _or_empty(data.get("projects"))
+    if not isinstance(projects, Mapping):
+        raise ConfigError(
+            "'projects' must map owner teams to projects",
+            source=where,
+            line=lines.get("projects"),
+            key="projects",
+        )
+    team_lines = getattr(projects, "lines", {})
+    named = {
+        str(team): _project(
+            spec, f"{prefix}projects.{team}", where, team_lines.get(team, lines.get("projects"))
+        )
+        for team, spec in projects.items()
+    }
+    default = _project(
+        _or_empty(data.get("default_project")),
+        f"{prefix}default_project",
+        where,
+        lines.get("default_project"),
+    )
+    return named, default
 
 
 def _project(spec: Any, name: str, where: str | None, line: int | None) -> Project:
