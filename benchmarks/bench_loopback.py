@@ -1,6 +1,7 @@
 """Requests per second over loopback: uvicorn serving the same one-route Starlette app
-bare and behind IAMScopeMiddleware (cache hit: hits not audited, summarised, each
-audited), loaded by wrk on 127.0.0.1. Every contender gets the same token header.
+bare, behind the hand-rolled Starlette auth + TTLCache, and behind IAMScopeMiddleware
+(cache hit: the defaults, hits not audited, summarised, each audited), loaded by wrk on
+127.0.0.1. Every contender gets the same token header.
 
 wrk comes from Debian's packages (``apt-get install wrk``); the script refuses to run
 without it rather than measure something else. Each contender runs in its own uvicorn
@@ -8,7 +9,8 @@ process (one worker) and is loaded in turn, alternating, so drift hits all alike
 
     .venv/bin/python benchmarks/bench_loopback.py [--write] [--seconds 5] [--rounds 3]
 
-DESIGN.md budget: a cache hit keeps ≥ 0.90 of the bare app's requests/s.
+DESIGN.md budget: a cache hit with the defaults keeps ≥ 0.97 of the bare app's
+requests/s, reported beside the hand-rolled Starlette auth + TTLCache.
 """
 
 from __future__ import annotations
@@ -44,10 +46,22 @@ if os.environ.get("BENCH_IAMSCOPE"):
                           audience=("api://local",), jwks_uri=os.environ["BENCH_JWKS"])
     policy = {"version": "bench", "roles": {"r": {"permissions": ["x:read"]}},
               "bindings": [{"groups": ["g"], "roles": ["r"]}]}
-    audit = os.environ["BENCH_AUDIT"]
-    iam = IAMScope([issuer], PolicyStore(policy), hash_key=b"k" * 32,
-                   audit_hits=audit if audit == "summary" else float(audit))
-    app = IAMScopeMiddleware(app, iam)
+    audit = os.environ.get("BENCH_AUDIT")  # unset: IAMScope's defaults
+    options = {} if audit is None else {
+        "audit_hits": audit if audit == "summary" else float(audit)}
+    iam = IAMScope([issuer], PolicyStore(policy), hash_key=b"k" * 32, **options)
+    if os.environ.get("BENCH_HANDROLLED"):
+        # What a user writes by hand (the in-process benchmark's backend): Starlette's
+        # AuthenticationMiddleware, a TTLCache keyed by blake2b(token), the same verifier.
+        from bench_middleware import TTLBackend
+        from starlette.middleware import Middleware
+        from starlette.middleware.authentication import AuthenticationMiddleware
+
+        backend = TTLBackend(iam.async_verifier.verify)
+        app = Starlette(routes=[Route("/", endpoint)],
+                        middleware=[Middleware(AuthenticationMiddleware, backend=backend)])
+    else:
+        app = IAMScopeMiddleware(app, iam)
 """
 
 
@@ -129,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         env = {
             "BENCH_ISSUER": issuer.url,
             "BENCH_JWKS": issuer.jwks_uri,
-            "PYTHONPATH": os.pathsep.join([tmp, str(Path(__file__).resolve().parents[1])]),
+            "PYTHONPATH": os.pathsep.join(
+                [tmp, str(Path(__file__).resolve().parents[1]), str(Path(__file__).parent)]
+            ),
         }
         # Every contender gets the same request, token header included, so header
         # parsing costs the same; only the middleware differs.
@@ -137,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             name: start(tmp, {**env, **extra})
             for name, extra in [
                 ("bare", {}),
+                ("starlette-auth + TTLCache", {"BENCH_IAMSCOPE": "1", "BENCH_HANDROLLED": "1"}),
+                ("iamscope hit, defaults", {"BENCH_IAMSCOPE": "1"}),
                 ("iamscope hit, hits not audited", {"BENCH_IAMSCOPE": "1", "BENCH_AUDIT": "0"}),
                 ("iamscope hit, summary", {"BENCH_IAMSCOPE": "1", "BENCH_AUDIT": "summary"}),
                 ("iamscope hit, every hit audited", {"BENCH_IAMSCOPE": "1", "BENCH_AUDIT": "1"}),
@@ -154,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 process.terminate()
                 process.wait(timeout=10)
     bare = statistics.median(results["bare"])
-    ratio = statistics.median(results["iamscope hit, hits not audited"]) / bare
+    ratio = statistics.median(results["iamscope hit, defaults"]) / bare
+    handrolled = statistics.median(results["starlette-auth + TTLCache"]) / bare
     block = "\n".join(
         ["| contender | requests/s (median) | min-max | of bare |", "|---|---:|---:|---:|"]
         + [
@@ -164,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         + [
             "",
-            f"A cache hit (hits not audited) keeps {ratio:.2f} of bare's requests/s (budget "
-            f"≥ 0.90: {'met' if ratio >= 0.90 else 'NOT met'}); wrk -t1 -c16, {args.seconds} s "
+            f"A cache hit with the defaults keeps {ratio:.2f} of bare's requests/s (budget "
+            f"≥ 0.97: {'met' if ratio >= 0.97 else 'NOT met'}); hand-rolled Starlette auth + "
+            f"TTLCache keeps {handrolled:.2f}; wrk -t1 -c16, {args.seconds} s "
             f"x {args.rounds} rounds, uvicorn 1 worker each; "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         ]
