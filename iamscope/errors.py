@@ -37,7 +37,8 @@ they name the rule that failed, and at most the *name* of a claim.
     │   ├── TraceScopeRequired .............. trace_scope_required
     │   ├── AttributeMissing ................ attribute_missing
     │   └── RequirementFailed ............... requirement_failed     (a custom predicate)
-    └── KeysUnavailable ..................... keys_unavailable       503 (outage, not bad token)
+    ├── KeysUnavailable ..................... keys_unavailable       503 (outage, not bad token)
+    └── RevocationsUnavailable .............. revocations_unavailable 503 (shared list out of reach)
 
 ``KeysUnavailable`` deliberately does not inherit from ``TokenError``: code that catches
 token faults to answer 401 must not swallow an outage.
@@ -64,6 +65,7 @@ __all__ = [
     "PlanUnsupported",
     "RequestInvalid",
     "RequirementFailed",
+    "RevocationsUnavailable",
     "RoleRequired",
     "SignatureInvalid",
     "SignerInvalid",
@@ -287,3 +289,16 @@ class KeysUnavailable(IAMScopeError):
 
     code = "keys_unavailable"
     status = 503
+
+
+class RevocationsUnavailable(IAMScopeError):
+    """The fleet's shared revocation list has been out of reach longer than
+    ``shared.stale_after`` (or was never loaded): fail closed, never guess."""
+
+    code = "revocations_unavailable"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        #: Seconds for the ``Retry-After`` header.
+        self.retry_after = retry_after
