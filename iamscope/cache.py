@@ -161,11 +161,19 @@ class TokenCache:
         if entry.expires_at <= now or entry.generation != generation:
             self._drop(key, entry)
             return None
-        if entry.revocations != self.revocations.version:
-            if entry.principal is not None and self.revocations.is_revoked(entry.principal):
-                self._drop(key, entry)
-                return None
-            entry.revocations = self.revocations.version
+        # The version is read once: one read after the check could be a revocation
+        # that landed during it, marking this entry checked against it when it was not.
+        version = self.revocations.version
+        if entry.revocations != version:
+            if entry.principal is not None:
+                try:
+                    revoked = self.revocations.is_revoked(entry.principal)
+                except IAMScopeError as exc:  # a shared store out of reach: fail closed
+                    return Entry(entry.expires_at, generation, version, error=exc)
+                if revoked:
+                    self._drop(key, entry)
+                    return None
+            entry.revocations = version
         return entry
 
     def put_allowed(
@@ -219,3 +227,19 @@ class TokenCache:
         with self._lock:
             self._entries.clear()
             self._negative.clear()
+
+    def drop_subject(self, issuer: str, subject: str) -> int:
+        """Forget every cached decision for one identity (its groups changed at the
+        IdP, say): the next request re-verifies and re-resolves. A scan, for a rare
+        operator action; lookups go on without the lock meanwhile."""
+        with self._lock:
+            doomed = [
+                key
+                for key, entry in self._entries.items()
+                if entry.principal is not None
+                and entry.principal.issuer == issuer
+                and entry.principal.subject == subject
+            ]
+            for key in doomed:
+                del self._entries[key]
+        return len(doomed)

@@ -1,7 +1,8 @@
 """Loading the configuration file (contract 1): YAML or JSON, from code, a path, or
 ``IAMSCOPE_CONFIG``. Errors name the file, the line and the key, with a "did you mean".
 
-Top-level keys are ``issuers``, ``policy``, ``telemetry`` and ``cache``. This module
+Top-level keys are ``issuers``, ``policy``, ``telemetry``, ``cache``, ``gateway`` and
+``shared``. This module
 owns the file format and the ``issuers`` section; the other sections are carried as
 mappings for their own loaders.
 """
@@ -19,13 +20,14 @@ import yaml
 
 from iamscope.cache import CacheSettings
 from iamscope.errors import ConfigError
+from iamscope.fleet.settings import SharedSettings
 from iamscope.gateway_settings import GatewaySettings
 from iamscope.telemetry.settings import TelemetrySettings
 from iamscope.tokens.issuer import IssuerConfig, _reject_unknown, issuers_from_config
 
 __all__ = ["Config", "load_config"]
 
-TOP_LEVEL_KEYS = ("issuers", "policy", "telemetry", "cache", "gateway")
+TOP_LEVEL_KEYS = ("issuers", "policy", "telemetry", "cache", "gateway", "shared")
 ENV_VAR = "IAMSCOPE_CONFIG"
 
 
@@ -85,6 +87,7 @@ class Config:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     gateway: GatewaySettings | None = None  # the OTLP gateway, when configured
+    shared: SharedSettings | None = None  # a fleet sharing revocations through Redis
     source: str | None = None
 
 
@@ -152,6 +155,11 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
         gateway=(
             GatewaySettings.from_mapping(data["gateway"], where=source)
             if data.get("gateway") is not None
+            else None
+        ),
+        shared=(
+            SharedSettings.from_mapping(_block(data, "shared", source), where=source)
+            if "shared" in data
             else None
         ),
         source=source,

@@ -38,10 +38,12 @@ from iamscope.errors import (
     ConfigError,
     IAMScopeError,
     KeysUnavailable,
+    RevocationsUnavailable,
     TokenError,
     TokenMissing,
     TokenRevoked,
 )
+from iamscope.fleet.sync import Fleet
 from iamscope.policy.access import Access
 from iamscope.policy.reload import PolicyStore
 from iamscope.telemetry.metrics import Metrics
@@ -142,6 +144,7 @@ class IAMScope:
         optional: bool = False,
         realm: str = "iamscope",
         answer: Answer | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.telemetry = telemetry or TelemetrySettings()
         self.hasher = _hasher(hash_key, self.telemetry)
@@ -152,6 +155,11 @@ class IAMScope:
         self.async_verifier = AsyncTokenVerifier(self.core)
         self.policy = policy
         policy.observers.append(lambda result: self.metrics.policy_reload(result.changed))
+        if fleet is not None and revocations is not None:
+            raise ValueError("give revocations or fleet, not both: the fleet brings its own")
+        self.fleet = fleet
+        if fleet is not None:
+            revocations = fleet.revocations
         self.cache = TokenCache(cache, clock=clock, revocations=revocations)
         self.clock = clock
         self.audit = audit if audit is not None else LoggerSink()
@@ -182,6 +190,21 @@ class IAMScope:
         self._sync_flights: dict[bytes, threading.Lock] = {}
         self._async_flights: dict[bytes, asyncio.Future[Decision]] = {}
         self._flight_lock = threading.Lock()
+        if fleet is not None:
+            self._join(fleet)
+
+    def _join(self, fleet: Fleet) -> None:
+        """Act on the fleet's broadcasts and report to it; start following it."""
+        fleet.on("policy", lambda _: self.policy.reload())
+        fleet.on("drop", lambda f: self.cache.drop_subject(f["issuer"], f["subject"]))
+        fleet.on("keys", lambda f: self._refresh_from_fleet(f.get("issuer") or None))
+        fleet.report = lambda: {"policy_version": self.policy.current.version}
+        fleet.start()
+
+    def _refresh_from_fleet(self, issuer: str | None) -> None:
+        refresh = getattr(self, "refresh_keys", None)  # the key-lifecycle hook, when present
+        if refresh is not None:
+            refresh(issuer)
 
     @classmethod
     def from_config(
@@ -193,6 +216,8 @@ class IAMScope:
         policy = PolicyStore(source, issuers=loaded.issuers)
         kw.setdefault("telemetry", loaded.telemetry)
         kw.setdefault("cache", loaded.cache)
+        if loaded.shared is not None and "fleet" not in kw and "revocations" not in kw:
+            kw["fleet"] = Fleet(loaded.shared, clock=kw.get("clock", time.time))
         return cls(loaded.issuers, policy, **kw)
 
     # --- public paths ----------------------------------------------------------------
@@ -356,8 +381,11 @@ class IAMScope:
         # The version is read before the check: a revocation landing after it moves the
         # version past the entry's, so the next lookup re-checks (no window to miss it).
         checked = self.cache.revocations.version
-        if self.cache.revocations.is_revoked(principal):
-            return self._rejected(key, TokenRevoked("the credential was revoked"))
+        try:
+            if self.cache.revocations.is_revoked(principal):
+                return self._rejected(key, TokenRevoked("the credential was revoked"))
+        except RevocationsUnavailable as exc:  # never cached: it ends with the outage
+            return self._rejected(key, exc)
         generation = self.policy.generation
         access = self.policy.current.resolve(principal)
         attributes = identity_attributes(
@@ -420,6 +448,8 @@ class IAMScope:
             return lock
 
     def close(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()
         self.verifier.close()
         if self._summary is not None:
             self._summary.close()
@@ -487,6 +517,8 @@ def denial(
         headers.append(("www-authenticate", challenge))
     if isinstance(error, KeysUnavailable):
         headers.append(("retry-after", "5"))
+    elif isinstance(error, RevocationsUnavailable):
+        headers.append(("retry-after", str(error.retry_after)))
     body = {
         "type": "about:blank",
         "title": _TITLES.get(status, "Internal Server Error"),

@@ -49,6 +49,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 def test_configuration_reference_matches_the_loaders() -> None:
     from iamscope.cache import CACHE_KEYS
     from iamscope.config import TOP_LEVEL_KEYS
+    from iamscope.fleet.settings import SHARED_KEYS
     from iamscope.gateway_settings import _KEYS as GATEWAY_KEYS
     from iamscope.policy import loader
     from iamscope.telemetry.settings import _KEYS as TELEMETRY_KEYS
@@ -77,5 +78,6 @@ def test_configuration_reference_matches_the_loaders() -> None:
         "`telemetry.projects.*`, `telemetry.default_project`": _PROJECT_KEYS,
         "`cache`": CACHE_KEYS,
         "`gateway`": GATEWAY_KEYS,
+        "`shared`": SHARED_KEYS,
     }
     assert documented == {block: tuple(keys) for block, keys in expected.items()}

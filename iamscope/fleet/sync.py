@@ -45,7 +45,7 @@ _BLOCK_MS = 250  # one blocking read; also how often the loop looks at the clock
 _MAX_BACKOFF = 2.0
 _WRITE_TIMEOUT = 2.0  # operators' writes: revoke, broadcast, status
 
-Handler = Callable[[Mapping[str, str]], None]
+Handler = Callable[[Mapping[str, str]], object]
 
 
 @dataclass(frozen=True, slots=True)
