@@ -82,6 +82,11 @@ def test_hit_ratio_benchmark_runs(tmp_path: Path) -> None:
     assert list(json.loads(dump.read_text())["ratios"]) == ["0", "0.5", "0.9", "0.99", "1"]
 
 
+def test_fleet_benchmark_runs() -> None:
+    out = run("bench_fleet.py", "--rounds", "2", "--requests", "20", "--revocations", "1")
+    assert "| shared store on |" in out and "Revocation to 4 workers" in out
+
+
 def test_memory_benchmark_runs() -> None:
     out = run("bench_memory.py", "--tokens", "200")
     assert "Bytes per cached token at 200 tokens" in out and "iamscope/cache.py" in out

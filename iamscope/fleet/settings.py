@@ -22,6 +22,8 @@ __all__ = ["SHARED_KEYS", "SharedSettings"]
 SHARED_KEYS = ("redis_url_env", "stale_after", "namespace", "revocation_ttl", "heartbeat")
 _SECONDS = ("stale_after", "revocation_ttl", "heartbeat")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A Redis key prefix: no spaces, and none of SCAN's glob characters (*?[]).
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +74,16 @@ class SharedSettings:
                         line=line,
                         key=name,
                     )
-            elif not isinstance(value, str) or not _ENV_NAME.match(value):
-                what = "an environment variable's name" if name == "redis_url_env" else "a name"
+            elif not isinstance(value, str) or not (
+                _ENV_NAME if name == "redis_url_env" else _NAMESPACE
+            ).match(value):
+                what = (
+                    "an environment variable's name (letters, digits, _)"
+                    if name == "redis_url_env"
+                    else "a key prefix of up to 64 letters, digits and _ . : -"
+                )
                 raise ConfigError(
-                    f"shared.{name} must be {what} (letters, digits, _)",
+                    f"shared.{name} must be {what}",
                     source=where,
                     line=line,
                     key=name,

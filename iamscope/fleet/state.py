@@ -82,6 +82,8 @@ class SharedRevocations:
         self.clock = clock
         self._until: dict[tuple[Kind, str, str], float] = {}
         self._version = 0
+        #: When ``version`` last moved (epoch seconds): how fresh this process's view is.
+        self.changed_at: float | None = None
         self._contact: float | None = None  # last successful contact with Redis
         self._synced = False
         self._stale = True
@@ -134,14 +136,18 @@ class SharedRevocations:
             self._synced = True
             self._contact = now
             self._stale = False
-            self._version += 1
+            self._moved(now)
+
+    def _moved(self, now: float) -> None:
+        self._version += 1
+        self.changed_at = now
 
     def add(self, revocation: Revocation) -> None:
         key = (revocation.kind, revocation.issuer, revocation.value)
         with self._lock:
             if revocation.until > self._until.get(key, -math.inf):
                 self._until[key] = revocation.until
-                self._version += 1
+                self._moved(self.clock())
 
     def contact(self) -> None:
         """Redis answered (an empty read counts): the known list is current."""
@@ -158,5 +164,5 @@ class SharedRevocations:
         with self._lock:
             if not self._stale:
                 self._stale = True
-                self._version += 1  # cached decisions re-check, and now fail closed
+                self._moved(self.clock())  # cached decisions re-check, and now fail closed
         return 0.0

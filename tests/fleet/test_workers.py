@@ -4,111 +4,29 @@ real redis-server, and a fleet surviving fork (gunicorn --preload forks after im
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from iamscope.fleet import Fleet, SharedSettings
 from iamscope.testing import LocalIssuer
 from iamscope.tokens.principal import Principal
+from tests.fleet._app import fleet_config, serve
 from tests.fleet._redis import RedisServer
 
 WORKERS = 4
 
-APP = """
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-import os
-
-from iamscope import IAMScope, IAMScopeMiddleware
-
-
-async def endpoint(request):
-    return JSONResponse({"ok": True})
-
-
-iam = IAMScope.from_config()
-inner = IAMScopeMiddleware(Starlette(routes=[Route("/", endpoint)]), iam)
-PID = str(os.getpid()).encode()
-
-
-async def app(scope, receive, send):
-    async def tagged(message):  # which worker answered, refusals included
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), (b"x-worker", PID)]
-        await send(message)
-
-    if scope["type"] == "lifespan":
-        return await inner(scope, receive, send)
-    await inner(scope, receive, tagged)
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def served(tmp_path: Path, redis: RedisServer, namespace: str) -> Iterator[tuple[str, LocalIssuer]]:
-    with LocalIssuer() as issuer:
-        config = {
-            "issuers": [
-                {
-                    "name": "corp",
-                    "issuer": issuer.url,
-                    "audience": issuer.audience,
-                    "jwks_uri": issuer.jwks_uri,
-                }
-            ],
-            "policy": {
-                "version": "v1",
-                "roles": {"reader": {"permissions": ["x:read"]}},
-                "bindings": [{"groups": ["g"], "roles": ["reader"]}],
-            },
-            "shared": {"redis_url_env": "TEST_FLEET_REDIS", "namespace": namespace},
-        }
-        (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(config))
-        (tmp_path / "fleet_app.py").write_text(APP)
-        port = free_port()
-        root = Path(__file__).resolve().parents[2]
-        env = {
-            **os.environ,
-            "IAMSCOPE_CONFIG": str(tmp_path / "fleet.yaml"),
-            "TEST_FLEET_REDIS": redis.url,
-            "IAMSCOPE_HASH_KEY": "k" * 32,
-            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "fleet_app:app", "--port", str(port)]
-            + ["--host", "127.0.0.1", "--workers", str(WORKERS), "--log-level", "warning"],
-            cwd=tmp_path,
-            env=env,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(url, timeout=1)
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        pytest.fail("uvicorn did not start")
-                    time.sleep(0.1)
-            yield url, issuer
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+    with (
+        LocalIssuer() as issuer,
+        serve(tmp_path, fleet_config(issuer, namespace), redis.url, WORKERS) as url,
+    ):
+        yield url, issuer
 
 
 def answers_by_worker(url: str, token: str, want: int) -> dict[str, set[int]]:
