@@ -36,8 +36,8 @@ APPS = """
 import os
 import httpx
 from iamscope import IAMScope, IssuerConfig
-from iamscope.gateway import OTLPGateway, _parse, _read_body, _send, PROTOBUF
-from iamscope.gateway_settings import GatewaySettings
+from iamscope.gateway.app import OTLPGateway, _parse, _read_body, _send, PROTOBUF
+from iamscope.gateway.settings import GatewaySettings
 from iamscope.policy import PolicyStore
 from iamscope.telemetry.settings import Project
 

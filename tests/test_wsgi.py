@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from iamscope import IAMScope, IAMScopeWSGIMiddleware, current, require
-from iamscope.audit import ListSink
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from tests.test_asgi import POLICY
 

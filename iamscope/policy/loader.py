@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from iamscope._suggest import did_you_mean
+from iamscope._yaml import did_you_mean, parse_text, read_text
 from iamscope.errors import ConfigError, PlanUnsupported
 from iamscope.policy.model import AttributeSpec, Binding, Policy, Role, RoleRows
 from iamscope.policy.rows import COMPARISONS, And, AttrRef, Cmp, Condition, Not, Or, Scalar
@@ -86,8 +86,6 @@ def load_policy(
     """A policy from a file (its own, or a config file's ``policy`` section) or a dict."""
     if isinstance(source, Mapping):
         return policy_from_mapping(source, issuers=issuers)
-    from iamscope.config import parse_text, read_text
-
     path = str(source)
     data = parse_text(read_text(Path(source)), path)
     if isinstance(data, Mapping) and "policy" in data and "roles" not in data:

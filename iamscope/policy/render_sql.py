@@ -32,6 +32,7 @@ from iamscope.policy.rows import (
 
 __all__ = [
     "ParamStyle",
+    "allowed_columns",
     "checked_column",
     "checked_items",
     "checked_null_test",
@@ -181,7 +182,9 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _allowed_columns(columns: Collection[str] | Mapping[str, str]) -> Mapping[str, str]:
+def allowed_columns(columns: Collection[str] | Mapping[str, str]) -> Mapping[str, str]:
+    """The caller's column allow-list as plan column → SQL column, in the shapes every
+    SQL renderer accepts (names, or a mapping that renames)."""
     if isinstance(columns, str):
         # A str is a Collection[str] of its characters: almost certainly a caller's slip.
         raise TypeError("columns must be a collection of column names, not one string")
@@ -339,7 +342,7 @@ def to_sql(
     operand of the wrong shape, an empty And / Or, a NaN, or text containing NUL.
     """
     params = _Params(param_style, param_prefix)
-    renderer = _Renderer(_allowed_columns(columns), params, table_alias)
+    renderer = _Renderer(allowed_columns(columns), params, table_alias)
     if plan.kind == "all":
         return TRUE_SQL, params.result()
     if plan.kind == "none":

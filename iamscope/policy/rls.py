@@ -72,7 +72,7 @@ from iamscope.policy.render_sql import (
     FALSE_SQL,
     SCALAR_OPS,
     TRUE_SQL,
-    _allowed_columns,  # the allow-list shape to_sql accepts; one definition for both
+    allowed_columns,  # the allow-list shape to_sql accepts; one definition for both
     checked_column,
     checked_items,
     checked_null_test,
@@ -210,7 +210,7 @@ class _UsingRenderer:
         self, policy: Policy, columns: Collection[str] | Mapping[str, str], prefix: str
     ) -> None:
         self.specs: Mapping[str, AttributeSpec] = policy.attributes
-        self.columns = _allowed_columns(columns)
+        self.columns = allowed_columns(columns)
         # NULLIF: once a transaction that set them has ended, the settings read as ''
         # rather than NULL, and '' is no JSON.
         setting = "NULLIF(current_setting({}, true), '')::jsonb"

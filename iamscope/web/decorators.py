@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from iamscope.enforce import Decision, _decision_id, current, denial
+from iamscope.engine.answers import denial
+from iamscope.engine.decision import Decision, current, new_decision_id
 from iamscope.errors import (
     AccessDenied,
     IAMScopeError,
@@ -206,7 +207,7 @@ def _refused(
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     """The refusal under the request's decision id, audited like any other decision."""
     if holder is None:  # no middleware in front: nothing to link to or audit through
-        return denial(error, _decision_id(), scope=_scope(error))
+        return denial(error, new_decision_id(), scope=_scope(error))
     iam = holder["iamscope"]
     decision: Decision = holder["iamscope.decision"]
     method = holder.get("method") or holder.get("REQUEST_METHOD", "")

@@ -56,13 +56,14 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
-from iamscope.asgi import IAMScopeMiddleware
-from iamscope.enforce import Decision, IAMScope
+from iamscope.engine.decision import Decision
+from iamscope.engine.engine import IAMScope
 from iamscope.errors import ConfigError, TokenMissing, TraceScopeRequired
-from iamscope.gateway_settings import GatewaySettings
+from iamscope.gateway.settings import GatewaySettings
 from iamscope.telemetry.export import LIGHTSTEP_HTTP
 from iamscope.telemetry.settings import LIGHTSTEP_HEADER, Project, project_token
 from iamscope.telemetry.spans import ISSUER, KIND, OWNER, POLICY_VERSION, USER_HASH, USER_ROLES
+from iamscope.web.asgi import IAMScopeMiddleware
 
 __all__ = ["GatewaySettings", "OTLPGateway"]
 
@@ -102,7 +103,7 @@ class _Refused(Exception):
 class OTLPGateway:
     """The gateway as an ASGI app: run it on its own or mount it in an existing app.
 
-    It brings its own :class:`~iamscope.asgi.IAMScopeMiddleware`, so senders are
+    It brings its own :class:`~iamscope.web.asgi.IAMScopeMiddleware`, so senders are
     authenticated, cached, audited and tagged like any other iamscope request.
     """
 

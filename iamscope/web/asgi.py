@@ -16,8 +16,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.trace import get_current_span
 
-from iamscope._context import request_decision
-from iamscope.enforce import Decision, IAMScope
+from iamscope.engine.decision import Decision, request_decision
+from iamscope.engine.engine import IAMScope
 from iamscope.errors import AccessDenied, IAMScopeError, TokenError
 from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
 

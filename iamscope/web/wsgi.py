@@ -13,8 +13,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.trace import get_current_span
 
-from iamscope._context import request_decision
-from iamscope.enforce import IAMScope
+from iamscope.engine.decision import request_decision
+from iamscope.engine.engine import IAMScope
 from iamscope.errors import AccessDenied, IAMScopeError, TokenError
 from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
 
@@ -41,7 +41,7 @@ class IAMScopeWSGIMiddleware:
         # which extraction refuses as an ambiguous request.
         self._keys = [
             ("HTTP_" + name.decode("latin-1").upper().replace("-", "_"), name)
-            for name in sorted(iamscope._wanted)
+            for name in sorted(iamscope.header_names)
         ]
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
