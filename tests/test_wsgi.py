@@ -112,6 +112,19 @@ def _assert_refusal_linked(iam: IAMScope, denied: httpx.Response) -> None:
     assert [e["decision"] for e in admitted] == ["allow", "deny"]
 
 
+def test_cache_hits_take_the_fast_path_like_asgi(iam: IAMScope, local_issuer: LocalIssuer) -> None:
+    app = client(make_flask(iam))
+    headers = bearer(local_issuer.mint(groups=["sales-east"]))
+    assert app.get("/whoami", headers=headers).status_code == 200  # verified and cached
+
+    def no_full_decision(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a cache hit went down the full decision path")
+
+    iam.decide = no_full_decision  # type: ignore[method-assign]
+    assert app.get("/whoami", headers=headers).status_code == 200
+    assert app.get("/sales", headers=headers).status_code == 200
+
+
 def test_flask_streaming_body_keeps_the_access_current(
     iam: IAMScope, local_issuer: LocalIssuer
 ) -> None:
