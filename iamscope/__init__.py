@@ -6,9 +6,9 @@ never starts or imports a test issuer.
 
 Where things happen, one folder per step of the pipeline (DESIGN.md, "Layout"):
 ``tokens/`` checks a token (``verify.py``), ``policy/`` turns roles into row filters
-and trace scopes (``resolve.py``, rendered by ``render_*.py``), ``engine/`` decides and
-caches, ``web/`` answers HTTP, ``telemetry/`` gives spans their owner (``spans.py``) and
-writes the audit.
+and trace scopes (``resolve.py``; ``render/`` renders them for each store), ``engine/``
+decides and caches, ``web/`` answers HTTP, ``telemetry/`` gives spans their owner
+(``spans.py``) and writes the audit.
 """
 
 from iamscope import errors

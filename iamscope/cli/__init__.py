@@ -28,7 +28,7 @@ from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access, describe_plan
 from iamscope.policy.loader import load_policy
 from iamscope.policy.model import Policy
-from iamscope.policy.render_sql import to_sql
+from iamscope.policy.render.sql import to_sql
 from iamscope.policy.resolve import CompiledPolicy
 from iamscope.policy.rows import columns_of
 from iamscope.telemetry.settings import Project, TelemetrySettings

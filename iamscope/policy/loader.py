@@ -257,7 +257,7 @@ def _column(
 
 def _literal_checked(ctx: _Ctx, node: Any, cmp: Condition) -> Condition:
     """Refuse at load time what every renderer would refuse on every request."""
-    from iamscope.policy.render_sql import checked_scalar, checked_values
+    from iamscope.policy.render.sql import checked_scalar, checked_values
 
     if not isinstance(cmp, Cmp) or isinstance(cmp.value, AttrRef) or cmp.op == "is_null":
         return cmp

@@ -40,7 +40,7 @@ The rows visible under the policy are exactly those of
   row; a NULL column is unknown otherwise); single-valued ones take their one value;
 * literals from the policy become SQL literals typed as psycopg binds them (text as an
   untyped ``E'…'`` string, integers, ``double precision`` floats, booleans), so
-  comparisons resolve as in :func:`~iamscope.policy.render_sql.to_sql`.
+  comparisons resolve as in :func:`~iamscope.policy.render.sql.to_sql`.
 
 **Attribute values compare as text.** They arrive as JSON strings (claim values always
 are), so a rule comparing an attribute with a text or varchar column works, and one
@@ -68,7 +68,7 @@ from typing import Literal, Protocol
 
 from iamscope.policy.access import Access
 from iamscope.policy.model import AttributeSpec, Policy
-from iamscope.policy.render_sql import (
+from iamscope.policy.render.sql import (
     FALSE_SQL,
     SCALAR_OPS,
     TRUE_SQL,
@@ -339,7 +339,7 @@ def create_policy_sql(
 ) -> list[str]:
     """Statements that make ``table`` show each principal the rows ``policy`` grants on ``dataset``.
 
-    ``columns`` is the allow-list, as for :func:`~iamscope.policy.render_sql.to_sql`: plan
+    ``columns`` is the allow-list, as for :func:`~iamscope.policy.render.sql.to_sql`: plan
     column names, or a mapping from plan name to the table's real column name. ``table``
     (and ``schema``) are single identifiers, always quoted. The policy is named
     ``name`` (default ``<prefix>_<dataset>``) and covers ``command``: ``SELECT`` by

@@ -8,7 +8,7 @@ whether the row is visible. It keeps exactly the rows the SQL renderers keep:
   unknown, AND / OR follow Kleene's three-valued logic, and a row is kept only when the
   condition is TRUE, never when it is unknown.
 * ``x IN ()`` is FALSE and ``x NOT IN ()`` TRUE for every row, NULLs included, as
-  :func:`~iamscope.policy.render_sql.to_sql` renders them.
+  :func:`~iamscope.policy.render.sql.to_sql` renders them.
 * A plan is refused with :class:`~iamscope.policy.rows.UnsupportedPlan` for the same
   reasons as in the SQL renderers (the operand checks are shared).
 
@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
-from iamscope.policy.render_sql import (
+from iamscope.policy.render.sql import (
     SCALAR_OPS,
     checked_column,
     checked_items,
@@ -102,7 +102,7 @@ def _scalar_leaf(key: str, op: str, operand: Scalar) -> _Eval:
 
 def _membership_leaf(key: str, negate: bool, values: tuple[Scalar, ...]) -> _Eval:
     if not values:
-        # The empty OR: FALSE for every row, NULL included (see render_sql).
+        # The empty OR: FALSE for every row, NULL included (see render.sql).
         constant = negate
         return lambda row: constant
     members = frozenset(values)
@@ -222,7 +222,7 @@ def to_predicate(
     """Compile ``plan`` into ``predicate(row) -> bool``: True keeps the row.
 
     ``columns``, when given, is an allow-list as in
-    :func:`~iamscope.policy.render_sql.to_sql`: a plan reading any other column is
+    :func:`~iamscope.policy.render.sql.to_sql`: a plan reading any other column is
     refused, and a mapping renames plan columns to row keys.
     """
     if isinstance(columns, str):

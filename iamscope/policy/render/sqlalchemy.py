@@ -2,7 +2,7 @@
 
 :func:`to_sqlalchemy` builds the expression from SQLAlchemy Core constructs: values are
 bound parameters and identifiers are quoted by the dialect.
-It accepts exactly the plans :func:`~iamscope.policy.render_sql.to_sql` accepts (the
+It accepts exactly the plans :func:`~iamscope.policy.render.sql.to_sql` accepts (the
 operand checks are shared) and means the same rows.
 
 SQLAlchemy is the optional extra ``iamscope[sqlalchemy]``; only this module imports it.
@@ -30,7 +30,7 @@ from sqlalchemy import (
     true,
 )
 
-from iamscope.policy.render_sql import (
+from iamscope.policy.render.sql import (
     checked_column,
     checked_items,
     checked_null_test,
@@ -60,7 +60,7 @@ def _comparison(columns: Columns, cmp: Cmp) -> ColumnElement[bool]:
         values = checked_values(cmp)
         column = _column(columns, cmp)  # checked even when the list is empty: never skip
         if not values:
-            # Exact under SQL semantics (see render_sql): the empty OR is FALSE for every
+            # Exact under SQL semantics (see render.sql): the empty OR is FALSE for every
             # row, NULLs included, whatever SQLAlchemy's own empty-IN rendering would do.
             return false() if op == "in" else true()
         bound = [_bound(value) for value in values]
@@ -135,7 +135,7 @@ def to_sqlalchemy(plan: RowPlan, columns: Columns | type) -> ColumnElement[bool]
     key), an ORM mapped class (its column attributes, by attribute name), or a mapping
     from plan column name to a column expression. ALL is ``true()`` and NONE
     ``false()``. Raises :class:`UnsupportedPlan` for the same plans as
-    :func:`~iamscope.policy.render_sql.to_sql`.
+    :func:`~iamscope.policy.render.sql.to_sql`.
     """
     if isinstance(columns, type):
         mapped = _orm_columns(columns)
