@@ -19,6 +19,7 @@ from typing import Any
 from iamscope._yaml import did_you_mean, parse_text, read_text
 from iamscope.errors import ConfigError, PlanUnsupported
 from iamscope.policy.model import AttributeSpec, Binding, Policy, Role, RoleRows
+from iamscope.policy.render.conditions import checked_scalar, checked_values
 from iamscope.policy.rows import COMPARISONS, And, AttrRef, Cmp, Condition, Not, Or, Scalar
 from iamscope.policy.traces import ACTIONS, WILDCARD, TraceGrant
 from iamscope.tokens.issuer import IssuerConfig
@@ -257,8 +258,6 @@ def _column(
 
 def _literal_checked(ctx: _Ctx, node: Any, cmp: Condition) -> Condition:
     """Refuse at load time what every renderer would refuse on every request."""
-    from iamscope.policy.render.sql import checked_scalar, checked_values
-
     if not isinstance(cmp, Cmp) or isinstance(cmp.value, AttrRef) or cmp.op == "is_null":
         return cmp
     try:

@@ -68,17 +68,16 @@ from typing import Literal, Protocol
 
 from iamscope.policy.access import Access
 from iamscope.policy.model import AttributeSpec, Policy
+from iamscope.policy.render.conditions import (
+    SCALAR_OPS,
+    ConditionRenderer,
+    checked_column,
+    checked_text,
+)
 from iamscope.policy.render.sql import (
     FALSE_SQL,
-    SCALAR_OPS,
     TRUE_SQL,
     allowed_columns,  # the allow-list shape to_sql accepts; one definition for both
-    checked_column,
-    checked_items,
-    checked_null_test,
-    checked_scalar,
-    checked_text,
-    checked_values,
     quote_identifier,
 )
 from iamscope.policy.rows import And, AttrRef, Cmp, Condition, Not, Or, Scalar, UnsupportedPlan
@@ -205,7 +204,7 @@ def _references(c: Condition) -> dict[str, None]:
     return found
 
 
-class _UsingRenderer:
+class _UsingRenderer(ConditionRenderer[str, str]):
     def __init__(
         self, policy: Policy, columns: Collection[str] | Mapping[str, str], prefix: str
     ) -> None:
@@ -263,35 +262,35 @@ class _UsingRenderer:
         # the rule's comparisons visible to the planner for index scans.
         return f"({guard} AND {sql})"
 
-    def condition(self, node: Condition) -> str:
-        if isinstance(node, Cmp):
-            if isinstance(node.value, AttrRef):
-                return self.attribute_comparison(node, node.value)
-            return self.comparison(node)
-        if isinstance(node, And):
-            return "(" + " AND ".join(self.condition(item) for item in checked_items(node)) + ")"
-        if isinstance(node, Or):
-            return "(" + " OR ".join(self.condition(item) for item in checked_items(node)) + ")"
-        if isinstance(node, Not):
-            return f"(NOT {self.condition(node.item)})"
-        raise UnsupportedPlan(f"not a row condition: {type(node).__name__}")
-
     def comparison(self, cmp: Cmp) -> str:
-        """A leaf with literal operands: the same SQL as to_sql, values as literals."""
-        if cmp.op in SCALAR_OPS:
-            value = checked_scalar(cmp)
-            return f"({self.column(cmp)} {SCALAR_OPS[cmp.op]} {_literal(value)})"
-        if cmp.op in ("in", "not_in"):
-            values = checked_values(cmp)
-            column = self.column(cmp)  # checked even when the list is empty
-            if not values:
-                return f"({FALSE_SQL if cmp.op == 'in' else TRUE_SQL})"
-            keyword = "IN" if cmp.op == "in" else "NOT IN"
-            return f"({column} {keyword} ({', '.join(_literal(v) for v in values)}))"
-        if cmp.op == "is_null":
-            test = "IS NULL" if checked_null_test(cmp) else "IS NOT NULL"
-            return f"({self.column(cmp)} {test})"
-        raise UnsupportedPlan(f"unknown operator {cmp.op!r} on column {cmp.column!r}")
+        if isinstance(cmp.value, AttrRef):
+            return self.attribute_comparison(cmp, cmp.value)
+        return super().comparison(cmp)
+
+    # Leaves with literal operands: the same SQL as to_sql, values as literals, and every
+    # leaf in its own parentheses.
+
+    def scalar(self, column: str, op: str, value: Scalar) -> str:
+        return f"({column} {SCALAR_OPS[op]} {_literal(value)})"
+
+    def membership(self, column: str, negate: bool, values: tuple[Scalar, ...]) -> str:
+        keyword = "NOT IN" if negate else "IN"
+        return f"({column} {keyword} ({', '.join(_literal(v) for v in values)}))"
+
+    def null_test(self, column: str, is_null: bool) -> str:
+        return f"({column} {'IS NULL' if is_null else 'IS NOT NULL'})"
+
+    def constant(self, value: bool) -> str:
+        return f"({TRUE_SQL if value else FALSE_SQL})"
+
+    def all_of(self, items: tuple[str, ...]) -> str:
+        return "(" + " AND ".join(items) + ")"
+
+    def any_of(self, items: tuple[str, ...]) -> str:
+        return "(" + " OR ".join(items) + ")"
+
+    def negation(self, item: str, node: Condition) -> str:
+        return f"(NOT {item})"
 
     def attribute_comparison(self, cmp: Cmp, ref: AttrRef) -> str:
         """A leaf reading ``$attr``, bound the way resolution binds it (``_bind_cmp``)."""

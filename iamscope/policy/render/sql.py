@@ -1,43 +1,31 @@
-"""Row plans as parameterised SQL WHERE fragments, and the operand checks every renderer shares.
+"""Row plans as parameterised SQL WHERE fragments.
 
 :func:`to_sql` turns a :class:`~iamscope.policy.rows.RowPlan` into ``(sql, params)`` for a
 DB-API driver: SQLite's ``sqlite3`` (``qmark`` / ``named``) and PostgreSQL's psycopg
 (``format`` / ``pyformat``). Values only ever travel as parameters; identifiers come only
-from the caller's allow-list and are always double-quoted.
-
-The ``checked_*`` functions below are the single definition of which leaves a renderer
-may express. The SQLAlchemy and Python renderers call them too, so all three refuse the
-same plans with the same :class:`~iamscope.policy.rows.UnsupportedPlan`, and a plan one
-renderer accepts means the same rows in every other.
+from the caller's allow-list and are always double-quoted. The operand checks and the
+walk are :mod:`iamscope.policy.render.conditions`', shared with every other renderer.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Collection, Mapping
 from typing import Any, Literal, TypeAlias, overload
 
-from iamscope.policy.rows import (
-    And,
-    AttrRef,
-    Cmp,
-    Condition,
-    Not,
-    Or,
-    RowPlan,
-    Scalar,
-    UnsupportedPlan,
+from iamscope.policy.render.conditions import (
+    SCALAR_OPS,
+    ConditionRenderer,
+    checked_column,
+    checked_text,
 )
+from iamscope.policy.rows import And, Cmp, Condition, Or, RowPlan, Scalar, UnsupportedPlan
 
 __all__ = [
+    "FALSE_SQL",
+    "TRUE_SQL",
     "ParamStyle",
     "allowed_columns",
-    "checked_column",
-    "checked_items",
-    "checked_null_test",
-    "checked_scalar",
-    "checked_values",
     "quote_identifier",
     "to_sql",
 ]
@@ -47,124 +35,7 @@ ParamStyle: TypeAlias = Literal["qmark", "named", "format", "pyformat"]
 TRUE_SQL = "1 = 1"
 FALSE_SQL = "1 = 0"
 
-SCALAR_OPS: Mapping[str, str] = {
-    "eq": "=",
-    "ne": "<>",
-    "lt": "<",
-    "le": "<=",
-    "gt": ">",
-    "ge": ">=",
-}
-
 _PARAM_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-# --- checks shared by every renderer ----------------------------------------------------
-
-
-def checked_text(text: str, what: str) -> str:
-    """Refuse text no engine stores faithfully.
-
-    PostgreSQL rejects NUL in text and identifiers, and C-level SQLite APIs stop at it;
-    a lone surrogate cannot be encoded as UTF-8, so drivers fail on it while the Python
-    renderer would not. Refusing both everywhere keeps the renderers in agreement.
-    """
-    if "\x00" in text:
-        raise UnsupportedPlan(f"{what} contains a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UnsupportedPlan(f"{what} is not valid Unicode text") from None
-    return text
-
-
-def checked_column(cmp: Cmp) -> str:
-    """The leaf's column name, refused if it is not a usable identifier."""
-    if not isinstance(cmp.column, str) or not cmp.column:
-        raise UnsupportedPlan(f"column name must be a non-empty string, not {cmp.column!r}")
-    return checked_text(cmp.column, f"column name {cmp.column!r}")
-
-
-def _refuse_reference(cmp: Cmp) -> None:
-    if isinstance(cmp.value, AttrRef):
-        # A reference left in a plan means resolution did not bind it; rendering it any
-        # other way than refusing would guess at what the principal may see.
-        raise UnsupportedPlan(f"{cmp.column} {cmp.op} {cmp.value}: unresolved attribute reference")
-
-
-def _kind(value: Scalar) -> type:
-    """``str`` for text, ``float`` for every number (bool included: engines store it as 0/1)."""
-    return str if isinstance(value, str) else float
-
-
-def _checked_scalar_value(cmp: Cmp, value: object) -> Scalar:
-    if isinstance(value, AttrRef):
-        raise UnsupportedPlan(f"{cmp.column} {cmp.op} {value}: unresolved attribute reference")
-    if isinstance(value, str):
-        return checked_text(value, f"value for {cmp.column}")
-    if isinstance(value, float) and not math.isfinite(value):
-        # NaN is NULL to SQLite, greater than every number to PostgreSQL and unequal to
-        # itself in Python; infinities differ by engine too. No answer is shared.
-        raise UnsupportedPlan(f"{cmp.column} {cmp.op}: {value} is not a comparable number")
-    if isinstance(value, int | float):
-        return value
-    raise UnsupportedPlan(
-        f"{cmp.column} {cmp.op}: operand must be a str, int, float or bool, "
-        f"not {type(value).__name__}"
-    )
-
-
-def checked_scalar(cmp: Cmp) -> Scalar:
-    """The one scalar operand of ``eq``, ``ne``, ``lt``, ``le``, ``gt`` or ``ge``."""
-    _refuse_reference(cmp)
-    if cmp.op not in SCALAR_OPS:
-        raise UnsupportedPlan(f"operator {cmp.op!r} does not take one scalar")
-    return _checked_scalar_value(cmp, cmp.value)
-
-
-def checked_values(cmp: Cmp) -> tuple[Scalar, ...]:
-    """The tuple operand of ``in`` / ``not_in``: scalars of one kind (text or numbers).
-
-    Mixed kinds are refused: SQLite would coerce ``'1'`` to ``1`` through column
-    affinity, PostgreSQL would raise, and Python would compare them unequal.
-    """
-    _refuse_reference(cmp)
-    if cmp.op not in ("in", "not_in"):
-        raise UnsupportedPlan(f"operator {cmp.op!r} does not take a list of values")
-    if not isinstance(cmp.value, tuple):
-        raise UnsupportedPlan(
-            f"{cmp.column} {cmp.op}: operand must be a tuple, not {type(cmp.value).__name__}"
-        )
-    values = tuple(_checked_scalar_value(cmp, item) for item in cmp.value)
-    if len({_kind(item) for item in values}) > 1:
-        raise UnsupportedPlan(f"{cmp.column} {cmp.op}: values mix text and numbers")
-    return values
-
-
-def checked_null_test(cmp: Cmp) -> bool:
-    """The operand of ``is_null``: exactly ``True`` (IS NULL) or ``False`` (IS NOT NULL)."""
-    _refuse_reference(cmp)
-    if cmp.op != "is_null":
-        raise UnsupportedPlan(f"operator {cmp.op!r} is not a NULL test")
-    if not isinstance(cmp.value, bool):
-        # 0, 1 or "yes" might be meant as a flag, or as a value compared by mistake.
-        raise UnsupportedPlan(f"{cmp.column} is_null: operand must be True or False")
-    return cmp.value
-
-
-def checked_items(node: And | Or) -> tuple[Condition, ...]:
-    """The children of an And / Or, refused when there are none.
-
-    An empty And is logically TRUE. A resolver that produced one has most likely lost its
-    conditions, and rendering it as TRUE would turn that bug into "every row"; ALL and
-    NONE exist for the plans that mean everything or nothing. Empty Or is refused too,
-    so the two stay symmetric.
-    """
-    if not isinstance(node.items, tuple) or not node.items:
-        raise UnsupportedPlan(
-            f"an empty {type(node).__name__} is refused: ALL or NONE say every row or none"
-        )
-    return node.items
 
 
 # --- identifiers and parameters ---------------------------------------------------------
@@ -229,7 +100,7 @@ class _Params:
 # --- rendering --------------------------------------------------------------------------
 
 
-class _Renderer:
+class _Renderer(ConditionRenderer[str, str]):
     def __init__(self, columns: Mapping[str, str], params: _Params, alias: str | None) -> None:
         self.columns = columns
         self.params = params
@@ -241,45 +112,28 @@ class _Renderer:
             raise UnsupportedPlan(f"column {name!r} is not in the allowed columns")
         return self.qualifier + self.params.escape(quote_identifier(self.columns[name]))
 
-    def condition(self, node: Condition) -> str:
-        if isinstance(node, Cmp):
-            return self.comparison(node)
-        if isinstance(node, And):
-            return "(" + " AND ".join(self.condition(item) for item in checked_items(node)) + ")"
-        if isinstance(node, Or):
-            return "(" + " OR ".join(self.condition(item) for item in checked_items(node)) + ")"
-        if isinstance(node, Not):
-            return f"NOT {self.condition_in_parens(node.item)}"
-        raise UnsupportedPlan(f"not a row condition: {type(node).__name__}")
+    def scalar(self, column: str, op: str, value: Scalar) -> str:
+        return f"{column} {SCALAR_OPS[op]} {self.params.add(value)}"
 
-    def condition_in_parens(self, node: Condition) -> str:
-        sql = self.condition(node)
-        # And / Or already bring their own parentheses.
-        return sql if isinstance(node, And | Or) else f"({sql})"
-
-    def comparison(self, cmp: Cmp) -> str:
-        if cmp.op in SCALAR_OPS:
-            value = checked_scalar(cmp)
-            return f"{self.column(cmp)} {SCALAR_OPS[cmp.op]} {self.params.add(value)}"
-        if cmp.op in ("in", "not_in"):
-            return self.membership(cmp)
-        if cmp.op == "is_null":
-            test = "IS NULL" if checked_null_test(cmp) else "IS NOT NULL"
-            return f"{self.column(cmp)} {test}"
-        raise UnsupportedPlan(f"unknown operator {cmp.op!r} on column {cmp.column!r}")
-
-    def membership(self, cmp: Cmp) -> str:
-        values = checked_values(cmp)
-        column = self.column(cmp)  # checked even when the list is empty: never skip a check
-        if not values:
-            # `x IN (v1, ..., vn)` is `x = v1 OR ... OR x = vn`; with no values that is the
-            # empty OR, FALSE for every row, NULL x included (SQLite's `NULL IN ()` is 0),
-            # and `NOT IN ()` is TRUE for every row. So constants are exact, also under NOT,
-            # and PostgreSQL, which has no `IN ()` syntax, gets valid SQL.
-            return FALSE_SQL if cmp.op == "in" else TRUE_SQL
+    def membership(self, column: str, negate: bool, values: tuple[Scalar, ...]) -> str:
         placeholders = ", ".join(self.params.add(value) for value in values)
-        keyword = "IN" if cmp.op == "in" else "NOT IN"
-        return f"{column} {keyword} ({placeholders})"
+        return f"{column} {'NOT IN' if negate else 'IN'} ({placeholders})"
+
+    def null_test(self, column: str, is_null: bool) -> str:
+        return f"{column} {'IS NULL' if is_null else 'IS NOT NULL'}"
+
+    def constant(self, value: bool) -> str:
+        return TRUE_SQL if value else FALSE_SQL
+
+    def all_of(self, items: tuple[str, ...]) -> str:
+        return "(" + " AND ".join(items) + ")"
+
+    def any_of(self, items: tuple[str, ...]) -> str:
+        return "(" + " OR ".join(items) + ")"
+
+    def negation(self, item: str, node: Condition) -> str:
+        # And / Or already bring their own parentheses.
+        return f"NOT {item}" if isinstance(node, And | Or) else f"NOT ({item})"
 
 
 @overload
