@@ -36,9 +36,8 @@ import asyncio
 import email.utils
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from google.protobuf.message import DecodeError
@@ -69,15 +68,10 @@ from iamscope.gateway.otlp import (
 from iamscope.gateway.settings import GatewaySettings
 from iamscope.telemetry.export import LIGHTSTEP_HTTP
 from iamscope.telemetry.settings import LIGHTSTEP_HEADER, Project, project_token
-from iamscope.web.asgi import IAMScopeMiddleware
+from iamscope.web.asgi import IAMScopeMiddleware, Receive, Scope, Send
 from iamscope.web.refusal import refuse_late
 
 __all__ = ["GatewaySettings", "OTLPGateway"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 TRACES_PATH = "/v1/traces"
 DEFAULT_PROJECT = "default"

@@ -13,7 +13,6 @@ import base64
 import json
 import math
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -28,6 +27,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from iamscope.engine.decision import Decision
 from iamscope.telemetry.spans import ISSUER, KIND, OWNER, POLICY_VERSION, USER_HASH, USER_ROLES
+from iamscope.web.asgi import Receive, Scope, Send
 
 __all__ = [
     "JSON",
@@ -45,11 +45,6 @@ __all__ = [
     "stamp_values",
     "status_body",
 ]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
