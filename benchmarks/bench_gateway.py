@@ -36,8 +36,10 @@ APPS = """
 import os
 import httpx
 from iamscope import IAMScope, IssuerConfig
-from iamscope.gateway import OTLPGateway, _parse, _read_body, _send, PROTOBUF
-from iamscope.gateway_settings import GatewaySettings
+from iamscope.gateway.app import OTLPGateway
+from iamscope.gateway import otlp
+from iamscope.gateway.otlp import PROTOBUF
+from iamscope.gateway.settings import GatewaySettings
 from iamscope.policy import PolicyStore
 from iamscope.telemetry.settings import Project
 
@@ -46,7 +48,7 @@ async def upstream(scope, receive, send):
         return
     while (await receive()).get("more_body"):
         pass
-    await _send(send, 200, PROTOBUF, b"")
+    await otlp.respond(send, 200, PROTOBUF, b"")
 
 UPSTREAM = os.environ.get("BENCH_UPSTREAM", "")
 SETTINGS = GatewaySettings(endpoint=UPSTREAM)
@@ -55,10 +57,10 @@ client = httpx.AsyncClient()
 async def passthrough(scope, receive, send):
     if scope["type"] != "http":
         return
-    request = _parse(await _read_body(scope, receive, SETTINGS.max_body_bytes), PROTOBUF)
+    request = otlp.parse(await otlp.read_body(scope, receive, SETTINGS.max_body_bytes), PROTOBUF)
     await client.post(UPSTREAM, content=request.SerializeToString(),
                       headers={"content-type": PROTOBUF, "lightstep-access-token": "t"})
-    await _send(send, 200, PROTOBUF, b"")
+    await otlp.respond(send, 200, PROTOBUF, b"")
 
 def _gateway():
     issuer = IssuerConfig(name="ci", issuer=os.environ["BENCH_ISSUER"],

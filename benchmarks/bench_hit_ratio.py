@@ -30,7 +30,7 @@ from _readme import intro_of, write_section
 from bench_middleware import POLICY, NullSink, call, starlette_app
 
 from iamscope import IAMScope, IAMScopeMiddleware
-from iamscope.cache import CacheSettings
+from iamscope.engine.cache import CacheSettings
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer
 

@@ -33,7 +33,7 @@ from bench_middleware import POLICY, NullSink
 
 import iamscope
 from iamscope import IAMScope
-from iamscope.cache import CacheSettings
+from iamscope.engine.cache import CacheSettings
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer
 

@@ -46,8 +46,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from iamscope import IAMScope, IAMScopeMiddleware
-from iamscope.audit import AuditRecord
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import AuditRecord
 from iamscope.testing import LocalIssuer
 
 POLICY = {

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from iamscope import IAMScope
-from iamscope._context import request_decision
+from iamscope.engine.decision import request_decision
 from iamscope.policy import PolicyStore
 from iamscope.telemetry import OwnershipSpanProcessor
 from iamscope.telemetry.spans import tag

@@ -50,7 +50,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_decode
 
 from iamscope.errors import SignatureInvalid
-from iamscope.testing._issuer import LocalIssuer
+from iamscope.testing import LocalIssuer
 from iamscope.tokens.verifier import TokenVerifier
 
 README = Path(__file__).with_name("README.md")

@@ -1,13 +1,20 @@
 """iamscope: who is this, what may they see, who owns this work.
 
-The public API is exactly ``__all__`` (guarded by ``tests/test_public_api.py``).
+The public API is exactly ``__all__`` (guarded by ``tests/test_public_api.py``). The
+test helpers stay in :mod:`iamscope.testing` (``LocalIssuer``), so importing iamscope
+never starts or imports a test issuer.
+
+Where things happen, one folder per step of the pipeline (DESIGN.md, "Layout"):
+``tokens/`` checks a token (``verify.py``), ``policy/`` turns roles into row filters
+and trace scopes (``resolve.py``; ``render/`` renders them for each store), ``engine/``
+decides and caches, ``web/`` answers HTTP, ``telemetry/`` gives spans their owner
+(``spans.py``) and writes the audit.
 """
 
 from iamscope import errors
-from iamscope.asgi import IAMScopeMiddleware
 from iamscope.config import Config, load_config
-from iamscope.decorators import Requirement, require
-from iamscope.enforce import Decision, IAMScope, current
+from iamscope.engine.decision import Decision, current
+from iamscope.engine.engine import IAMScope
 from iamscope.errors import (
     AccessDenied,
     ConfigError,
@@ -23,7 +30,9 @@ from iamscope.policy import (
     RowPlan,
     TraceScope,
     load_policy,
+    to_sql,
 )
+from iamscope.telemetry import OwnershipSpanProcessor, configure
 from iamscope.tokens import (
     PRESETS,
     AsyncTokenVerifier,
@@ -38,7 +47,9 @@ from iamscope.tokens import (
     extract_from_headers,
     issuers_from_config,
 )
-from iamscope.wsgi import IAMScopeWSGIMiddleware
+from iamscope.web.asgi import IAMScopeMiddleware
+from iamscope.web.decorators import Requirement, require
+from iamscope.web.wsgi import IAMScopeWSGIMiddleware
 
 __version__ = "0.1.0"
 
@@ -59,6 +70,7 @@ __all__ = [
     "IssuerConfig",
     "KeyPolicy",
     "KeysUnavailable",
+    "OwnershipSpanProcessor",
     "PolicyStore",
     "Principal",
     "RequestInvalid",
@@ -70,6 +82,7 @@ __all__ = [
     "TraceScope",
     "Verifier",
     "__version__",
+    "configure",
     "current",
     "errors",
     "extract_from_environ",
@@ -78,4 +91,5 @@ __all__ = [
     "load_config",
     "load_policy",
     "require",
+    "to_sql",
 ]

@@ -36,11 +36,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from iamscope.audit import ListSink
-from iamscope.config import parse_text, read_text
-from iamscope.enforce import IAMScope
+from iamscope._yaml import parse_text, read_text
+from iamscope.engine.engine import IAMScope
 from iamscope.errors import ConfigError
 from iamscope.telemetry import OwnershipSpanProcessor, TelemetrySettings
+from iamscope.telemetry.audit import ListSink
 from iamscope.telemetry.export import build_exporter
 from iamscope.testing import LocalIssuer
 

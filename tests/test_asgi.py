@@ -17,9 +17,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from iamscope import IAMScope, IAMScopeMiddleware, current, require
-from iamscope.audit import ListSink
-from iamscope.cache import InMemoryRevocations
+from iamscope.engine.cache import InMemoryRevocations
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 
 POLICY: dict[str, Any] = {

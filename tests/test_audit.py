@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from iamscope import IAMScope
-from iamscope.audit import LoggerSink, SubjectHasher
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import LoggerSink, SubjectHasher
 from iamscope.testing import LocalIssuer
 from tests.test_asgi import POLICY
 
@@ -109,7 +109,7 @@ def test_subject_hash_is_a_keyed_hmac_remembered_within_bounds() -> None:
 FORK = """
 import json, logging, os, sys
 from iamscope import IAMScope
-from iamscope.audit import LoggerSink
+from iamscope.telemetry.audit import LoggerSink
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer
 

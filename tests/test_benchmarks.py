@@ -89,7 +89,7 @@ def test_fleet_benchmark_runs() -> None:
 
 def test_memory_benchmark_runs() -> None:
     out = run("bench_memory.py", "--tokens", "200")
-    assert "Bytes per cached token at 200 tokens" in out and "iamscope/cache.py" in out
+    assert "Bytes per cached token at 200 tokens" in out and "iamscope/engine/cache.py" in out
 
 
 def test_run_lists_every_benchmark() -> None:

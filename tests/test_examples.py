@@ -108,7 +108,7 @@ def test_gateway_example_exports_with_the_workload_s_own_identity(
     from examples.gateway.service import tracer_provider
     from iamscope import IAMScope
     from iamscope.config import load_config
-    from iamscope.gateway import OTLPGateway
+    from iamscope.gateway.app import OTLPGateway
     from iamscope.policy import PolicyStore
     from tests.telemetry._receiver import OTLPHTTPReceiver
     from tests.test_gateway import ENV, POLICY, settings

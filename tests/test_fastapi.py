@@ -9,10 +9,10 @@ import pytest
 from fastapi import Depends, FastAPI
 
 from iamscope import IAMScope, IAMScopeMiddleware
-from iamscope.audit import ListSink
-from iamscope.fastapi import requires
 from iamscope.policy import Access, PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
+from iamscope.web.fastapi import requires
 from tests._http import get
 from tests.test_asgi import POLICY
 

@@ -20,11 +20,11 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from iamscope import IAMScope
-from iamscope.audit import ListSink
 from iamscope.errors import ConfigError
-from iamscope.gateway import OTLPGateway
-from iamscope.gateway_settings import GatewaySettings
+from iamscope.gateway.app import OTLPGateway
+from iamscope.gateway.settings import GatewaySettings
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from tests.telemetry._receiver import OTLPHTTPReceiver
 

@@ -46,6 +46,10 @@ EXPECTED = {
     "Requirement",
     "current",
     "require",
+    # What the README imports from their own homes, also at the top (issue 12).
+    "configure",
+    "OwnershipSpanProcessor",
+    "to_sql",
 }
 
 

@@ -47,10 +47,10 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 
 def test_configuration_reference_matches_the_loaders() -> None:
-    from iamscope.cache import CACHE_KEYS
     from iamscope.config import TOP_LEVEL_KEYS
+    from iamscope.engine.cache import CACHE_KEYS
     from iamscope.fleet.settings import SHARED_KEYS
-    from iamscope.gateway_settings import _KEYS as GATEWAY_KEYS
+    from iamscope.gateway.settings import _KEYS as GATEWAY_KEYS
     from iamscope.policy import loader
     from iamscope.telemetry.settings import _KEYS as TELEMETRY_KEYS
     from iamscope.telemetry.settings import _PROJECT_KEYS

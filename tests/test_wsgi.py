@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from iamscope import IAMScope, IAMScopeWSGIMiddleware, current, require
-from iamscope.audit import ListSink
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from tests.test_asgi import POLICY
 
@@ -110,6 +110,19 @@ def _assert_refusal_linked(iam: IAMScope, denied: httpx.Response) -> None:
     (refused,) = [e for e in refusals if e["decision_id"] == denied.json()["decision_id"]]
     admitted = [e for e in iam.audit.events if e["decision_id"] == refused["decision_id"]]
     assert [e["decision"] for e in admitted] == ["allow", "deny"]
+
+
+def test_cache_hits_take_the_fast_path_like_asgi(iam: IAMScope, local_issuer: LocalIssuer) -> None:
+    app = client(make_flask(iam))
+    headers = bearer(local_issuer.mint(groups=["sales-east"]))
+    assert app.get("/whoami", headers=headers).status_code == 200  # verified and cached
+
+    def no_full_decision(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a cache hit went down the full decision path")
+
+    iam.decide = no_full_decision  # type: ignore[method-assign]
+    assert app.get("/whoami", headers=headers).status_code == 200
+    assert app.get("/sales", headers=headers).status_code == 200
 
 
 def test_flask_streaming_body_keeps_the_access_current(

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from iamscope import IAMScope, IAMScopeMiddleware
-from iamscope.fastapi import requires
 from iamscope.policy import Access
+from iamscope.web.fastapi import requires
 
 
 def create_app(iam: IAMScope | None = None) -> FastAPI:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError
 
 __all__ = ["SHARED_KEYS", "SharedSettings"]
@@ -59,9 +60,7 @@ class SharedSettings:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str | None = None) -> SharedSettings:
-        from iamscope.tokens.issuer import _reject_unknown
-
-        _reject_unknown(data, SHARED_KEYS, where, "shared")
+        reject_unknown(data, SHARED_KEYS, where, "shared")
         lines = getattr(data, "lines", {})
         for name, value in data.items():
             line = lines.get(name)

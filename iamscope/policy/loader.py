@@ -16,9 +16,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from iamscope._suggest import did_you_mean
+from iamscope._yaml import did_you_mean, parse_text, read_text
 from iamscope.errors import ConfigError, PlanUnsupported
 from iamscope.policy.model import AttributeSpec, Binding, Policy, Role, RoleRows
+from iamscope.policy.render.conditions import checked_scalar, checked_values
 from iamscope.policy.rows import COMPARISONS, And, AttrRef, Cmp, Condition, Not, Or, Scalar
 from iamscope.policy.traces import ACTIONS, WILDCARD, TraceGrant
 from iamscope.tokens.issuer import IssuerConfig
@@ -86,8 +87,6 @@ def load_policy(
     """A policy from a file (its own, or a config file's ``policy`` section) or a dict."""
     if isinstance(source, Mapping):
         return policy_from_mapping(source, issuers=issuers)
-    from iamscope.config import parse_text, read_text
-
     path = str(source)
     data = parse_text(read_text(Path(source)), path)
     if isinstance(data, Mapping) and "policy" in data and "roles" not in data:
@@ -259,8 +258,6 @@ def _column(
 
 def _literal_checked(ctx: _Ctx, node: Any, cmp: Condition) -> Condition:
     """Refuse at load time what every renderer would refuse on every request."""
-    from iamscope.policy.render_sql import checked_scalar, checked_values
-
     if not isinstance(cmp, Cmp) or isinstance(cmp.value, AttrRef) or cmp.op == "is_null":
         return cmp
     try:

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError
-from iamscope.tokens.issuer import _reject_unknown
 
 __all__ = ["HASH_KEY_ENV", "Project", "TelemetrySettings", "hash_key_from_env"]
 
@@ -79,7 +79,7 @@ class TelemetrySettings:
     def from_mapping(
         cls, data: Mapping[str, Any], *, where: str | None = None
     ) -> TelemetrySettings:
-        _reject_unknown(data, _KEYS, where, "telemetry")
+        reject_unknown(data, _KEYS, where, "telemetry")
         lines = getattr(data, "lines", {})
 
         def fail(key: str, message: str) -> ConfigError:
@@ -145,7 +145,7 @@ def projects_of(
 def _project(spec: Any, name: str, where: str | None, line: int | None) -> Project:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{name!r} must be a mapping", source=where, line=line, key=name)
-    _reject_unknown(spec, _PROJECT_KEYS, where, name)
+    reject_unknown(spec, _PROJECT_KEYS, where, name)
     for key in _PROJECT_KEYS:
         value = spec.get(key)
         if value is not None and not (isinstance(value, str) and value):

@@ -23,10 +23,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from iamscope._context import request_decision
+from iamscope.engine.decision import request_decision
 
 if TYPE_CHECKING:
-    from iamscope.enforce import Decision
+    from iamscope.engine.decision import Decision
     from iamscope.policy.access import Access
     from iamscope.tokens.principal import Principal
 

@@ -101,8 +101,12 @@ class LocalIssuer:
         *,
         audience: str = "api://local",
         path: str = "",
+        port: int = 0,
     ) -> None:
+        """``port``: where to listen on 127.0.0.1; 0 (the default, for tests) picks a free
+        one. :attr:`port` is the port actually bound once started."""
         self.audience = audience
+        self._listen_port = port
         self._path = path.rstrip("/")
         self._lock = threading.Lock()
         self.keys: dict[str, SigningKey] = {}
@@ -121,7 +125,7 @@ class LocalIssuer:
 
     def start(self) -> LocalIssuer:
         if self._server is None:
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+            self._server = ThreadingHTTPServer(("127.0.0.1", self._listen_port), _handler(self))
             self._server.daemon_threads = True
             # A short poll interval: shutdown() waits for the loop to notice, once per test.
             self._thread = threading.Thread(

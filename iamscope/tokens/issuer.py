@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from iamscope._suggest import did_you_mean
+from iamscope._yaml import did_you_mean, reject_unknown
 from iamscope.errors import ConfigError
 from iamscope.tokens.claims import ClaimMap
 from iamscope.tokens.extract import Source
@@ -104,7 +104,7 @@ class IssuerConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str | None = None) -> IssuerConfig:
         """Build from a config-file mapping, with precise errors for unknown keys."""
-        _reject_unknown(data, _KEYS, where, "issuer")
+        reject_unknown(data, _KEYS, where, "issuer")
         kwargs: dict[str, Any] = {k: v for k, v in data.items() if k not in _SPECIAL}
         for key in (
             "audience",
@@ -237,22 +237,6 @@ def _fill(claims: ClaimMap, cfg: IssuerConfig) -> ClaimMap:
     )
 
 
-def _reject_unknown(
-    data: Mapping[str, Any], allowed: Sequence[str], where: str | None, what: str
-) -> None:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{what} settings must be a mapping", source=where)
-    lines = getattr(data, "lines", {})
-    for key in data:
-        if key not in allowed:
-            raise ConfigError(
-                f"unknown {what} key {key!r}{did_you_mean(str(key), allowed)}",
-                source=where,
-                line=lines.get(key),
-                key=str(key),
-            )
-
-
 def _strings(value: Any, key: str, where: str | None) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -262,7 +246,7 @@ def _strings(value: Any, key: str, where: str | None) -> tuple[str, ...]:
 
 
 def _claim_overrides(base: ClaimMap, data: Any, where: str | None) -> ClaimMap:
-    _reject_unknown(data, _CLAIM_KEYS, where, "claims")
+    reject_unknown(data, _CLAIM_KEYS, where, "claims")
     fields: dict[str, Any] = {
         "subject": base.subject,
         "groups": base.groups,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from iamscope.errors import (
     AudienceInvalid,
@@ -23,10 +23,8 @@ from iamscope.errors import (
 )
 from iamscope.tokens.claims import ClaimMap
 from iamscope.tokens.extract import Source
+from iamscope.tokens.issuer_fields import IssuerFields as IssuerConfig  # no import cycle
 from iamscope.tokens.principal import PrincipalKind
-
-if TYPE_CHECKING:
-    from iamscope.tokens.issuer import IssuerConfig
 
 __all__ = ["PRESETS", "Preset"]
 

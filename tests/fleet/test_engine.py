@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from iamscope import IAMScope, IAMScopeMiddleware
-from iamscope.cache import InMemoryRevocations, TokenCache
+from iamscope.engine.cache import InMemoryRevocations, TokenCache
 from iamscope.fleet import Fleet, SharedSettings
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from iamscope.policy import CompiledPolicy, policy_from_mapping
-from iamscope.policy.render_python import to_predicate
-from iamscope.policy.render_sql import to_sql
+from iamscope.policy.render.python import to_predicate
+from iamscope.policy.render.sql import to_sql
 from iamscope.tokens import Principal
 
 hypothesis = pytest.importorskip("hypothesis")

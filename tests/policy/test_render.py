@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from iamscope.policy.render_python import to_predicate
-from iamscope.policy.render_sql import quote_identifier, to_sql
-from iamscope.policy.render_sqlalchemy import to_sqlalchemy
+from iamscope.policy.render.python import to_predicate
+from iamscope.policy.render.sql import quote_identifier, to_sql
+from iamscope.policy.render.sqlalchemy import to_sqlalchemy
 from iamscope.policy.rows import (
     ALL,
     NONE,

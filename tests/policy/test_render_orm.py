@@ -7,7 +7,7 @@ from sqlalchemy import String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from iamscope.policy import ALL, NONE, And, Cmp, Or, RowPlan, to_predicate
-from iamscope.policy.render_sqlalchemy import to_sqlalchemy
+from iamscope.policy.render.sqlalchemy import to_sqlalchemy
 from iamscope.policy.rows import UnsupportedPlan
 
 

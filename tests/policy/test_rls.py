@@ -1,4 +1,4 @@
-"""PostgreSQL row-level security (iamscope.policy.rls) against a real server.
+"""PostgreSQL row-level security (iamscope.policy.render.rls) against a real server.
 
 A superuser creates the table and installs the policy from ``create_policy_sql``; the
 application connects as a plain login role, so RLS applies to it. For each principal,
@@ -31,9 +31,9 @@ from iamscope.policy import (
     policy_from_mapping,
 )
 from iamscope.policy.access import Access, AttributeValue
-from iamscope.policy.render_python import to_predicate
-from iamscope.policy.render_sql import quote_identifier, to_sql
-from iamscope.policy.rls import apply_rls, create_policy_sql, rls_settings
+from iamscope.policy.render.python import to_predicate
+from iamscope.policy.render.rls import apply_rls, create_policy_sql, rls_settings
+from iamscope.policy.render.sql import quote_identifier, to_sql
 from iamscope.policy.rows import And, AttrRef, Cmp, UnsupportedPlan
 from iamscope.policy.traces import TraceScope
 from iamscope.tokens import Principal

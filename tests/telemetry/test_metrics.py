@@ -17,9 +17,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from iamscope import IAMScope
-from iamscope.audit import ListSink
 from iamscope.errors import RoleRequired
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from iamscope.tokens.keys import KeyPolicy
 from tests.conftest import FakeClock

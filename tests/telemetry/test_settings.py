@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from iamscope import IAMScope
-from iamscope.audit import ListSink, SubjectHasher
-from iamscope.cache import CacheSettings
 from iamscope.config import load_config
+from iamscope.engine.cache import CacheSettings
 from iamscope.errors import ConfigError
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink, SubjectHasher
 from iamscope.telemetry.settings import HASH_KEY_ENV, Project, TelemetrySettings
 from iamscope.testing import LocalIssuer
 from tests.test_asgi import POLICY

@@ -8,44 +8,39 @@ the audit sink, and turns a request's headers into a :class:`Decision`:
 
 Only :meth:`IAMScope.decide` (sync) and :meth:`IAMScope.decide_async` differ, and only
 where they wait for the verifier; everything else is one code path. Denials become
-answers through :func:`denial`: RFC 6750 ``WWW-Authenticate`` and an RFC 9457
-``application/problem+json`` body with a stable ``code`` and the ``decision_id``.
+answers through :func:`iamscope.engine.answers.denial` (or the app's ``answer`` hook).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
-import json
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import get_current_span
-from opentelemetry.util.types import AttributeValue
 
-from iamscope._context import request_decision
-from iamscope.audit import AuditSink, HitSummary, LoggerSink, SubjectHasher, audit_event
-from iamscope.cache import CacheSettings, RevocationStore, TokenCache, digest
 from iamscope.config import Config, load_config
+from iamscope.engine import decision as ids
+from iamscope.engine.answers import Answer, denial
+from iamscope.engine.cache import CacheSettings, RevocationStore, TokenCache, digest
+from iamscope.engine.decision import Decision
 from iamscope.errors import (
-    AccessDenied,
     ConfigError,
     IAMScopeError,
-    KeysUnavailable,
     RevocationsUnavailable,
     TokenError,
     TokenMissing,
     TokenRevoked,
 )
 from iamscope.fleet.sync import Fleet
-from iamscope.policy.access import Access
 from iamscope.policy.reload import PolicyStore
+from iamscope.telemetry.audit import AuditSink, HitSummary, LoggerSink, SubjectHasher, audit_event
 from iamscope.telemetry.metrics import Metrics
 from iamscope.telemetry.settings import TelemetrySettings, hash_key_from_env
 from iamscope.telemetry.spans import identity_attributes, tag
@@ -56,66 +51,9 @@ from iamscope.tokens.principal import Principal
 from iamscope.tokens.verifier import AsyncTokenVerifier, TokenVerifier
 from iamscope.tokens.verify import Clock, Verifier
 
-__all__ = ["Decision", "IAMScope", "current", "denial"]
+__all__ = ["IAMScope"]
 
 Headers = Sequence[tuple[bytes, bytes]]
-#: A hook to render refusals your way; the default is :func:`denial`.
-Answer = Callable[..., tuple[int, list[tuple[str, str]], bytes]]
-
-
-def current() -> Access | None:
-    """The ``Access`` of the request being handled (None outside a request or when the
-    request is unauthenticated in optional mode)."""
-    decision = request_decision.get()
-    return decision.access if decision is not None else None
-
-
-# Decision ids: a random per-process prefix and a counter. Unique, cheap (no uuid4 on
-# the hot path), and meaningless to anyone who sees one. A decision holds only the
-# counter; the id string is formatted when someone reads it (an answer, an audit event,
-# a span), which a summarised cache hit never does.
-_ID_PREFIX = os.urandom(6).hex()
-_ids = itertools.count(1)
-_next_id = _ids.__next__
-
-
-def _reseed_ids() -> None:
-    """A forked worker (gunicorn --preload) must not repeat its parent's ids."""
-    global _ID_PREFIX, _ids, _next_id
-    _ID_PREFIX = os.urandom(6).hex()
-    _ids = itertools.count(1)
-    _next_id = _ids.__next__
-
-
-os.register_at_fork(after_in_child=_reseed_ids)
-
-
-class Decision(NamedTuple):
-    """One request's verdict. (A NamedTuple: one is built per request, on the hot path.)"""
-
-    allowed: bool
-    seq: int
-    cache: Literal["hit", "miss", "none"]
-    access: Access | None = None
-    principal: Principal | None = None
-    error: IAMScopeError | None = None
-    #: The principal's span attributes (contract 5), built once per cached token.
-    attributes: Mapping[str, AttributeValue] | None = None
-
-    @property
-    def decision_id(self) -> str:
-        """Links the HTTP answer, the audit event and the span."""
-        return _format_id(self.seq)
-
-
-def _format_id(seq: int) -> str:
-    return f"{_ID_PREFIX}{seq:010x}"
-
-
-def _decision_id() -> str:
-    """A fresh id, for a refusal made with no decision to link to."""
-    return _format_id(_next_id())
-
 
 # Decision's generated __new__ is a Python function; the hit path builds its tuple directly.
 _tuple_new = tuple.__new__
@@ -179,7 +117,7 @@ class IAMScope:
         self.sources: tuple[Source, ...] = tuple(
             dict.fromkeys(cfg.token_source for cfg in self.core.issuers)
         )
-        self._wanted = {s.header_name.encode("latin-1") for s in self.sources}
+        self.header_names = frozenset({s.header_name.encode("latin-1") for s in self.sources})
         # (source, its header name, its cache-key prefix): one cache, keys kept apart.
         self._source_names = tuple(
             (s, s.header_name.encode("latin-1"), s.name.encode("latin-1") + b"\0")
@@ -252,7 +190,7 @@ class IAMScope:
             return None
         decision: Decision = _tuple_new(
             Decision,
-            (True, _next_id(), "hit", entry.access, entry.principal, None, entry.attributes),
+            (True, ids.next_seq(), "hit", entry.access, entry.principal, None, entry.attributes),
         )
         return self._audited(decision, method, path)
 
@@ -339,7 +277,7 @@ class IAMScope:
         lowercase), so names compare as they come.
         """
         values: dict[bytes, list[bytes]] = {}
-        wanted = self._wanted
+        wanted = self.header_names
         for name, value in headers:
             if name in wanted:
                 if name in values:
@@ -361,20 +299,20 @@ class IAMScope:
             except TokenMissing:
                 continue  # e.g. a cookie header without our cookie: try the next source
             except IAMScopeError as exc:
-                return Decision(False, _next_id(), "none", error=exc)
+                return Decision(False, ids.next_seq(), "none", error=exc)
             return key, token
         if self.optional:
-            return Decision(True, _next_id(), "none")
-        return Decision(False, _next_id(), "none", error=TokenMissing("no credentials"))
+            return Decision(True, ids.next_seq(), "none")
+        return Decision(False, ids.next_seq(), "none", error=TokenMissing("no credentials"))
 
     def _cached(self, key: bytes) -> Decision | None:
         entry = self.cache.get(key, self.policy.generation)
         if entry is None:
             return None
         if entry.error is not None:
-            return Decision(False, _next_id(), "hit", error=entry.error)
+            return Decision(False, ids.next_seq(), "hit", error=entry.error)
         return Decision(
-            True, _next_id(), "hit", entry.access, entry.principal, None, entry.attributes
+            True, ids.next_seq(), "hit", entry.access, entry.principal, None, entry.attributes
         )
 
     def _accepted(self, key: bytes, principal: Principal) -> Decision:
@@ -397,7 +335,7 @@ class IAMScope:
             enduser_id=self.telemetry.enduser_id,
         )
         self.cache.put_allowed(key, principal, access, generation, attributes, checked)
-        return Decision(True, _next_id(), "miss", access, principal, None, attributes)
+        return Decision(True, ids.next_seq(), "miss", access, principal, None, attributes)
 
     def _verified(self, started: float, decision: Decision) -> None:
         outcome = decision.error.code if decision.error is not None else "ok"
@@ -407,7 +345,7 @@ class IAMScope:
         if isinstance(error, TokenError):
             # An outage (KeysUnavailable) is never cached: it may end any second.
             self.cache.put_rejected(key, error, self.policy.generation)
-        return Decision(False, _next_id(), "miss", error=error)
+        return Decision(False, ids.next_seq(), "miss", error=error)
 
     def _audited(self, decision: Decision, method: str, path: str) -> Decision:
         if decision.allowed and decision.cache == "hit":
@@ -476,7 +414,7 @@ def _again(decision: Decision) -> Decision:
     """A waiter's own copy of a shared miss: its own decision id, marked as a hit."""
     return Decision(
         decision.allowed,
-        _next_id(),
+        ids.next_seq(),
         "hit",
         decision.access,
         decision.principal,
@@ -491,42 +429,3 @@ def _sampled(rate: float | str) -> bool:
     if rate <= 0.0:
         return False
     return random.random() < rate  # noqa: S311 - sampling, not security
-
-
-# --- answers -----------------------------------------------------------------------------
-
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
-
-
-def denial(
-    error: IAMScopeError, decision_id: str, *, realm: str = "iamscope", scope: str | None = None
-) -> tuple[int, list[tuple[str, str]], bytes]:
-    """(status, headers, body) for a refused request, per RFC 6750 and RFC 9457.
-
-    Never a 500 for bad input: anything that is not a known 400/401/403/503 fault is
-    answered as the server error it is, without details.
-    """
-    status = error.status if error.status in _TITLES else 500
-    headers = [("content-type", "application/problem+json"), ("cache-control", "no-store")]
-    if status in (400, 401, 403):
-        challenge = f'Bearer realm="{realm}"'
-        if error.error:
-            challenge += f', error="{error.error}"'
-        if status == 403 and scope:
-            challenge += f', scope="{scope}"'
-        headers.append(("www-authenticate", challenge))
-    if isinstance(error, KeysUnavailable):
-        headers.append(("retry-after", "5"))
-    elif isinstance(error, RevocationsUnavailable):
-        headers.append(("retry-after", str(error.retry_after)))
-    body = {
-        "type": "about:blank",
-        "title": _TITLES.get(status, "Internal Server Error"),
-        "status": status,
-        "code": error.code if status != 500 else "internal_error",
-        "detail": error.message if status != 500 else "internal error",
-        "decision_id": decision_id,
-    }
-    if isinstance(error, AccessDenied) and error.requirement:
-        body["requirement"] = error.requirement
-    return status, headers, json.dumps(body).encode()

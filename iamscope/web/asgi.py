@@ -16,10 +16,11 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.trace import get_current_span
 
-from iamscope._context import request_decision
-from iamscope.enforce import Decision, IAMScope
+from iamscope.engine.decision import Decision, request_decision
+from iamscope.engine.engine import IAMScope
 from iamscope.errors import AccessDenied, IAMScopeError, TokenError
 from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
+from iamscope.web.refusal import answer_for, error_of
 
 __all__ = ["IAMScopeMiddleware"]
 
@@ -58,8 +59,7 @@ class IAMScopeMiddleware:
             elif not decision.allowed:
                 tag(span, decision)
             if not decision.allowed:
-                error = decision.error or IAMScopeError("denied")
-                await _refuse(kind, send, error, decision.decision_id, iam)
+                await _refuse(kind, send, error_of(decision), decision.decision_id, iam)
                 return
         if recording:
             tag(span, decision)
@@ -111,8 +111,7 @@ async def _refuse(
         # Closing before accept makes the server answer the handshake with 403.
         await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
         return
-    requirement = error.requirement if isinstance(error, AccessDenied) else None
-    status, headers, body = iamscope.answer(error, decision_id, scope=requirement)
+    status, headers, body = answer_for(iamscope, error, decision_id)
     await send(
         {
             "type": "http.response.start",

@@ -1,7 +1,7 @@
 """FastAPI: requirements as dependencies, documented as a bearer security scheme.
 
     from fastapi import Depends, FastAPI
-    from iamscope.fastapi import requires
+    from iamscope.web.fastapi import requires
 
     @app.get("/sales")
     async def sales(access: Access = Depends(requires(permission="sales:read"))): ...
@@ -20,9 +20,9 @@ from typing import Any
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from iamscope.decorators import Requirement, require
 from iamscope.errors import TokenMissing
 from iamscope.policy.access import Access
+from iamscope.web.decorators import Requirement, require
 
 __all__ = ["requires"]
 

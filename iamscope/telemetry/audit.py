@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from opentelemetry.trace import get_current_span
 
 if TYPE_CHECKING:
-    from iamscope.enforce import Decision
+    from iamscope.engine.decision import Decision
 
 __all__ = [
     "AuditRecord",

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from opentelemetry.util.types import AttributeValue
 
+from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access
 from iamscope.tokens.principal import Principal
@@ -54,9 +55,7 @@ class CacheSettings:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str | None = None) -> CacheSettings:
         """The config file's ``cache`` block; every value a positive number."""
-        from iamscope.tokens.issuer import _reject_unknown
-
-        _reject_unknown(data, CACHE_KEYS, where, "cache")
+        reject_unknown(data, CACHE_KEYS, where, "cache")
         lines = getattr(data, "lines", {})
         for name, value in data.items():
             whole = name.startswith("max_") and name != "max_ttl"

@@ -14,22 +14,21 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from http.server import ThreadingHTTPServer
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 from urllib.parse import urlsplit
 
-from iamscope.config import Config, load_config, parse_text, read_text
+from iamscope._yaml import parse_text, read_text
+from iamscope.config import Config, load_config
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access, describe_plan
 from iamscope.policy.loader import load_policy
 from iamscope.policy.model import Policy
-from iamscope.policy.render_sql import to_sql
+from iamscope.policy.render.sql import to_sql
 from iamscope.policy.resolve import CompiledPolicy
 from iamscope.policy.rows import columns_of
 from iamscope.telemetry.settings import Project, TelemetrySettings
@@ -40,7 +39,7 @@ from iamscope.tokens.principal import Principal
 from iamscope.tokens.verify import principal_from_claims
 
 if TYPE_CHECKING:
-    from iamscope.gateway_settings import GatewaySettings
+    from iamscope.gateway.settings import GatewaySettings
     from iamscope.tokens.verifier import TokenVerifier
 
 OK, FAILED, UNUSABLE = 0, 1, 2
@@ -149,8 +148,8 @@ def _gateway(path: Path, host: str, port: int) -> int:
     except ImportError:
         raise ConfigError("the gateway needs uvicorn: pip install 'iamscope[gateway]'") from None
 
-    from iamscope.enforce import IAMScope
-    from iamscope.gateway import OTLPGateway
+    from iamscope.engine.engine import IAMScope
+    from iamscope.gateway.app import OTLPGateway
 
     config = load_config(path)
     if config.gateway is None:
@@ -757,37 +756,17 @@ def _importable(module: str) -> bool:
 # --- token ----------------------------------------------------------------------------------
 
 
-class _DevIssuer(LocalIssuer):
-    """A LocalIssuer (RS256 only) on a chosen loopback port; 0 picks a free one."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(("RS256",))
-        self._wanted_port = port
-
-    def start(self) -> LocalIssuer:
-        from iamscope.testing._issuer import _handler
-
-        if self._server is None:
-            try:
-                server = ThreadingHTTPServer(("127.0.0.1", self._wanted_port), _handler(self))
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot listen on 127.0.0.1:{self._wanted_port}: {exc.strerror}",
-                    source=_MINT_COMMAND,
-                ) from None
-            server.daemon_threads = True
-            self._server = server
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name="iamscope-dev-issuer",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-
 _MINT_COMMAND = "iamscope token"
+
+
+def _dev_issuer(port: int) -> LocalIssuer:
+    """A started LocalIssuer (RS256 only) on a chosen loopback port; 0 picks a free one."""
+    try:
+        return LocalIssuer(("RS256",), port=port).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", source=_MINT_COMMAND
+        ) from None
 
 
 def _token_claims(args: argparse.Namespace) -> dict[str, Any]:
@@ -815,7 +794,7 @@ def _token_claims(args: argparse.Namespace) -> dict[str, Any]:
 
 def _token(args: argparse.Namespace, out: TextIO) -> int:
     claims = _token_claims(args)
-    issuer = _DevIssuer(args.issuer_port).start()
+    issuer = _dev_issuer(args.issuer_port)
     try:
         token = issuer.mint(claims)
         out.write(token + "\n")
@@ -862,7 +841,3 @@ def _serving(issuer: LocalIssuer, claims: Mapping[str, Any]) -> str:
 def _wait_for_interrupt() -> None:  # pragma: no cover - replaced in tests
     while True:
         time.sleep(3600)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -2,8 +2,8 @@
 
 :func:`to_sqlalchemy` builds the expression from SQLAlchemy Core constructs: values are
 bound parameters and identifiers are quoted by the dialect.
-It accepts exactly the plans :func:`~iamscope.policy.render_sql.to_sql` accepts (the
-operand checks are shared) and means the same rows.
+It accepts exactly the plans :func:`~iamscope.policy.render.sql.to_sql` accepts (the
+operand checks and the walk are shared) and means the same rows.
 
 SQLAlchemy is the optional extra ``iamscope[sqlalchemy]``; only this module imports it.
 """
@@ -30,46 +30,12 @@ from sqlalchemy import (
     true,
 )
 
-from iamscope.policy.render_sql import (
-    checked_column,
-    checked_items,
-    checked_null_test,
-    checked_scalar,
-    checked_values,
-)
-from iamscope.policy.rows import And, Cmp, Condition, Not, Or, RowPlan, Scalar, UnsupportedPlan
+from iamscope.policy.render.conditions import ConditionRenderer, checked_column
+from iamscope.policy.rows import Cmp, Condition, RowPlan, Scalar, UnsupportedPlan
 
 __all__ = ["to_sqlalchemy"]
 
 Columns = Mapping[str, ColumnElement[Any]] | FromClause
-
-
-def _column(columns: Columns, cmp: Cmp) -> ColumnElement[Any]:
-    name = checked_column(cmp)
-    found = columns.c.get(name) if isinstance(columns, FromClause) else columns.get(name)
-    if found is None:
-        raise UnsupportedPlan(f"column {name!r} is not in the allowed columns")
-    return found
-
-
-def _comparison(columns: Columns, cmp: Cmp) -> ColumnElement[bool]:
-    op = cmp.op
-    if op in ("eq", "ne", "lt", "le", "gt", "ge"):
-        return _scalar_comparison(_column(columns, cmp), op, checked_scalar(cmp))
-    if op in ("in", "not_in"):
-        values = checked_values(cmp)
-        column = _column(columns, cmp)  # checked even when the list is empty: never skip
-        if not values:
-            # Exact under SQL semantics (see render_sql): the empty OR is FALSE for every
-            # row, NULLs included, whatever SQLAlchemy's own empty-IN rendering would do.
-            return false() if op == "in" else true()
-        bound = [_bound(value) for value in values]
-        return column.in_(bound) if op == "in" else column.not_in(bound)
-    if op == "is_null":
-        is_null = checked_null_test(cmp)
-        column = _column(columns, cmp)
-        return column.is_(None) if is_null else column.is_not(None)
-    raise UnsupportedPlan(f"unknown operator {op!r} on column {cmp.column!r}")
 
 
 def _bound(value: Scalar) -> BindParameter[Any]:
@@ -106,18 +72,48 @@ def _scalar_comparison(column: ColumnElement[Any], op: str, value: Scalar) -> Co
     return column >= bound
 
 
-def _condition(columns: Columns, node: Condition) -> ColumnElement[bool]:
-    if isinstance(node, Cmp):
-        return _comparison(columns, node)
-    if isinstance(node, And):
-        return and_(*(_condition(columns, item) for item in checked_items(node)))
-    if isinstance(node, Or):
-        return or_(*(_condition(columns, item) for item in checked_items(node)))
-    if isinstance(node, Not):
+Expression = ColumnElement[bool]
+
+
+class _Builder(ConditionRenderer[ColumnElement[Any], Expression]):
+    def __init__(self, columns: Columns) -> None:
+        self.columns = columns
+
+    def column(self, cmp: Cmp) -> ColumnElement[Any]:
+        name = checked_column(cmp)
+        columns = self.columns
+        found = columns.c.get(name) if isinstance(columns, FromClause) else columns.get(name)
+        if found is None:
+            raise UnsupportedPlan(f"column {name!r} is not in the allowed columns")
+        return found
+
+    def scalar(self, column: ColumnElement[Any], op: str, value: Scalar) -> Expression:
+        return _scalar_comparison(column, op, value)
+
+    def membership(
+        self, column: ColumnElement[Any], negate: bool, values: tuple[Scalar, ...]
+    ) -> Expression:
+        bound = [_bound(value) for value in values]
+        return column.not_in(bound) if negate else column.in_(bound)
+
+    def null_test(self, column: ColumnElement[Any], is_null: bool) -> Expression:
+        return column.is_(None) if is_null else column.is_not(None)
+
+    def constant(self, value: bool) -> Expression:
+        # Exact under SQL semantics (see conditions): the empty OR is FALSE for every row,
+        # NULLs included, whatever SQLAlchemy's own empty-IN rendering would do.
+        return true() if value else false()
+
+    def all_of(self, items: tuple[Expression, ...]) -> Expression:
+        return and_(*items)
+
+    def any_of(self, items: tuple[Expression, ...]) -> Expression:
+        return or_(*items)
+
+    def negation(self, item: Expression, node: Condition) -> Expression:
         # SQLAlchemy may fold NOT into the comparison (NOT a = b becomes a != b); under
         # three-valued logic each such rewrite is exact, NULL rows stay unknown.
-        return not_(_condition(columns, node.item))
-    raise UnsupportedPlan(f"not a row condition: {type(node).__name__}")
+        return not_(item)
 
 
 def _orm_columns(entity: type) -> Mapping[str, ColumnElement[Any]] | None:
@@ -135,7 +131,7 @@ def to_sqlalchemy(plan: RowPlan, columns: Columns | type) -> ColumnElement[bool]
     key), an ORM mapped class (its column attributes, by attribute name), or a mapping
     from plan column name to a column expression. ALL is ``true()`` and NONE
     ``false()``. Raises :class:`UnsupportedPlan` for the same plans as
-    :func:`~iamscope.policy.render_sql.to_sql`.
+    :func:`~iamscope.policy.render.sql.to_sql`.
     """
     if isinstance(columns, type):
         mapped = _orm_columns(columns)
@@ -147,5 +143,5 @@ def to_sqlalchemy(plan: RowPlan, columns: Columns | type) -> ColumnElement[bool]
     if plan.kind == "none":
         return false()
     if plan.kind == "filter" and plan.condition is not None:
-        return _condition(columns, plan.condition)
+        return _Builder(columns).condition(plan.condition)
     raise UnsupportedPlan(f"unknown row plan kind {plan.kind!r}")

@@ -13,24 +13,18 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.trace import get_current_span
 
-from iamscope._context import request_decision
-from iamscope.enforce import IAMScope
-from iamscope.errors import AccessDenied, IAMScopeError, TokenError
+from iamscope.engine.answers import status_line
+from iamscope.engine.decision import request_decision
+from iamscope.engine.engine import IAMScope
+from iamscope.errors import AccessDenied, TokenError
 from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
+from iamscope.web.refusal import Answer, answer_for, error_of, refuse_late
 
 __all__ = ["IAMScopeWSGIMiddleware"]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-_REASONS = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 class IAMScopeWSGIMiddleware:
@@ -41,7 +35,7 @@ class IAMScopeWSGIMiddleware:
         # which extraction refuses as an ambiguous request.
         self._keys = [
             ("HTTP_" + name.decode("latin-1").upper().replace("-", "_"), name)
-            for name in sorted(iamscope._wanted)
+            for name in sorted(iamscope.header_names)
         ]
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -49,29 +43,31 @@ class IAMScopeWSGIMiddleware:
             # A response earlier in this thread was never closed (a server that skips
             # close()): its identity must not reach this request, public or not.
             request_decision.set(None)
+        iam = self.iamscope
         path = environ.get("PATH_INFO", "")
-        if self.iamscope.is_public(path):
+        if iam.is_public(path):
             return self.app(environ, start_response)
         headers = [
             (name, value.encode("latin-1"))
             for key, name in self._keys
             if isinstance(value := environ.get(key), str)
         ]
-        decision = self.iamscope.decide(headers, environ.get("REQUEST_METHOD", "GET"), path)
+        method = environ.get("REQUEST_METHOD", "GET")
+        # The same fast path as the ASGI shell: an allowed cache hit, else the full decision.
+        decision = iam.hit(headers, method, path)
+        if decision is None:
+            decision = iam.decide(headers, method, path)
         span = get_current_span()
         if span.is_recording():
             tag(span, decision)
         elif decision.cache != "hit":
             warn_if_misordered()
         if not decision.allowed:
-            error = decision.error or IAMScopeError("denied")
-            status, answer, body = self.iamscope.answer(error, decision.decision_id)
-            start_response(f"{status} {_REASONS.get(status, '')}".rstrip(), answer)
-            return [body]
-        environ["iamscope"] = self.iamscope  # for decorators: the app's answer hook
+            return _send(start_response, answer_for(iam, error_of(decision), decision.decision_id))
+        environ["iamscope"] = iam  # for decorators: the app's answer hook
         environ["iamscope.decision"] = decision
         environ["iamscope.access"] = decision.access
-        stripped = strip_inbound_baggage() if self.iamscope.telemetry.strip_baggage else None
+        stripped = strip_inbound_baggage() if iam.telemetry.strip_baggage else None
         token = request_decision.set(decision)
 
         def reset() -> None:
@@ -94,14 +90,7 @@ class IAMScopeWSGIMiddleware:
             reset()
             if started:
                 raise  # the app began its own answer: nothing clean left to send
-            method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
-            self.iamscope.audit_denial(decision, exc, method, path)
-            requirement = exc.requirement if isinstance(exc, AccessDenied) else None
-            status, answer, body = self.iamscope.answer(
-                exc, decision.decision_id, scope=requirement
-            )
-            start_response(f"{status} {_REASONS.get(status, '')}".rstrip(), answer)
-            return [body]
+            return _send(start_response, refuse_late(iam, decision, exc, method, path))
         except BaseException:
             reset()
             raise
@@ -109,6 +98,12 @@ class IAMScopeWSGIMiddleware:
             reset()
             return result
         return _Closing(result, reset)
+
+
+def _send(start_response: StartResponse, answer: Answer) -> list[bytes]:
+    status, headers, body = answer
+    start_response(status_line(status), headers)
+    return [body]
 
 
 class _Closing:

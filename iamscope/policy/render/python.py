@@ -8,7 +8,7 @@ whether the row is visible. It keeps exactly the rows the SQL renderers keep:
   unknown, AND / OR follow Kleene's three-valued logic, and a row is kept only when the
   condition is TRUE, never when it is unknown.
 * ``x IN ()`` is FALSE and ``x NOT IN ()`` TRUE for every row, NULLs included, as
-  :func:`~iamscope.policy.render_sql.to_sql` renders them.
+  :func:`~iamscope.policy.render.sql.to_sql` renders them.
 * A plan is refused with :class:`~iamscope.policy.rows.UnsupportedPlan` for the same
   reasons as in the SQL renderers (the operand checks are shared).
 
@@ -33,15 +33,8 @@ from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
-from iamscope.policy.render_sql import (
-    SCALAR_OPS,
-    checked_column,
-    checked_items,
-    checked_null_test,
-    checked_scalar,
-    checked_values,
-)
-from iamscope.policy.rows import And, Cmp, Condition, Not, Or, RowPlan, Scalar, UnsupportedPlan
+from iamscope.policy.render.conditions import ConditionRenderer, checked_column
+from iamscope.policy.rows import Cmp, Condition, RowPlan, Scalar, UnsupportedPlan
 
 __all__ = ["Predicate", "to_predicate"]
 
@@ -101,10 +94,6 @@ def _scalar_leaf(key: str, op: str, operand: Scalar) -> _Eval:
 
 
 def _membership_leaf(key: str, negate: bool, values: tuple[Scalar, ...]) -> _Eval:
-    if not values:
-        # The empty OR: FALSE for every row, NULL included (see render_sql).
-        constant = negate
-        return lambda row: constant
     members = frozenset(values)
     kinds = _kinds_of(values[0])
 
@@ -162,12 +151,14 @@ def _negation(item: _Eval) -> _Eval:
     return evaluate
 
 
-class _Compiler:
+class _Compiler(ConditionRenderer[str, _Eval]):
+    """Compiles a condition into closures over row keys, remembering every key it reads."""
+
     def __init__(self, columns: Mapping[str, str] | None) -> None:
         self.columns = columns
         self.keys: set[str] = set()
 
-    def key(self, cmp: Cmp) -> str:
+    def column(self, cmp: Cmp) -> str:
         name = checked_column(cmp)
         if self.columns is None:
             key = name
@@ -178,28 +169,26 @@ class _Compiler:
         self.keys.add(key)
         return key
 
-    def condition(self, node: Condition) -> _Eval:
-        if isinstance(node, Cmp):
-            return self.comparison(node)
-        if isinstance(node, And):
-            return _all_of(tuple(self.condition(item) for item in checked_items(node)))
-        if isinstance(node, Or):
-            return _any_of(tuple(self.condition(item) for item in checked_items(node)))
-        if isinstance(node, Not):
-            return _negation(self.condition(node.item))
-        raise UnsupportedPlan(f"not a row condition: {type(node).__name__}")
+    def scalar(self, column: str, op: str, value: Scalar) -> _Eval:
+        return _scalar_leaf(column, op, value)
 
-    def comparison(self, cmp: Cmp) -> _Eval:
-        if cmp.op in SCALAR_OPS:
-            operand = checked_scalar(cmp)
-            return _scalar_leaf(self.key(cmp), cmp.op, operand)
-        if cmp.op in ("in", "not_in"):
-            values = checked_values(cmp)
-            return _membership_leaf(self.key(cmp), cmp.op == "not_in", values)
-        if cmp.op == "is_null":
-            is_null = checked_null_test(cmp)
-            return _null_leaf(self.key(cmp), is_null)
-        raise UnsupportedPlan(f"unknown operator {cmp.op!r} on column {cmp.column!r}")
+    def membership(self, column: str, negate: bool, values: tuple[Scalar, ...]) -> _Eval:
+        return _membership_leaf(column, negate, values)
+
+    def null_test(self, column: str, is_null: bool) -> _Eval:
+        return _null_leaf(column, is_null)
+
+    def constant(self, value: bool) -> _Eval:
+        return lambda row: value
+
+    def all_of(self, items: tuple[_Eval, ...]) -> _Eval:
+        return _all_of(items)
+
+    def any_of(self, items: tuple[_Eval, ...]) -> _Eval:
+        return _any_of(items)
+
+    def negation(self, item: _Eval, node: Condition) -> _Eval:
+        return _negation(item)
 
 
 def _kept_when_true(evaluate: _Eval, keys: set[str], single_leaf: bool) -> Predicate:
@@ -222,7 +211,7 @@ def to_predicate(
     """Compile ``plan`` into ``predicate(row) -> bool``: True keeps the row.
 
     ``columns``, when given, is an allow-list as in
-    :func:`~iamscope.policy.render_sql.to_sql`: a plan reading any other column is
+    :func:`~iamscope.policy.render.sql.to_sql`: a plan reading any other column is
     refused, and a mapping renames plan columns to row keys.
     """
     if isinstance(columns, str):

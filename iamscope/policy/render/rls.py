@@ -40,7 +40,7 @@ The rows visible under the policy are exactly those of
   row; a NULL column is unknown otherwise); single-valued ones take their one value;
 * literals from the policy become SQL literals typed as psycopg binds them (text as an
   untyped ``E'…'`` string, integers, ``double precision`` floats, booleans), so
-  comparisons resolve as in :func:`~iamscope.policy.render_sql.to_sql`.
+  comparisons resolve as in :func:`~iamscope.policy.render.sql.to_sql`.
 
 **Attribute values compare as text.** They arrive as JSON strings (claim values always
 are), so a rule comparing an attribute with a text or varchar column works, and one
@@ -68,17 +68,16 @@ from typing import Literal, Protocol
 
 from iamscope.policy.access import Access
 from iamscope.policy.model import AttributeSpec, Policy
-from iamscope.policy.render_sql import (
-    FALSE_SQL,
+from iamscope.policy.render.conditions import (
     SCALAR_OPS,
-    TRUE_SQL,
-    _allowed_columns,  # the allow-list shape to_sql accepts; one definition for both
+    ConditionRenderer,
     checked_column,
-    checked_items,
-    checked_null_test,
-    checked_scalar,
     checked_text,
-    checked_values,
+)
+from iamscope.policy.render.sql import (
+    FALSE_SQL,
+    TRUE_SQL,
+    allowed_columns,  # the allow-list shape to_sql accepts; one definition for both
     quote_identifier,
 )
 from iamscope.policy.rows import And, AttrRef, Cmp, Condition, Not, Or, Scalar, UnsupportedPlan
@@ -205,12 +204,12 @@ def _references(c: Condition) -> dict[str, None]:
     return found
 
 
-class _UsingRenderer:
+class _UsingRenderer(ConditionRenderer[str, str]):
     def __init__(
         self, policy: Policy, columns: Collection[str] | Mapping[str, str], prefix: str
     ) -> None:
         self.specs: Mapping[str, AttributeSpec] = policy.attributes
-        self.columns = _allowed_columns(columns)
+        self.columns = allowed_columns(columns)
         # NULLIF: once a transaction that set them has ended, the settings read as ''
         # rather than NULL, and '' is no JSON.
         setting = "NULLIF(current_setting({}, true), '')::jsonb"
@@ -263,35 +262,35 @@ class _UsingRenderer:
         # the rule's comparisons visible to the planner for index scans.
         return f"({guard} AND {sql})"
 
-    def condition(self, node: Condition) -> str:
-        if isinstance(node, Cmp):
-            if isinstance(node.value, AttrRef):
-                return self.attribute_comparison(node, node.value)
-            return self.comparison(node)
-        if isinstance(node, And):
-            return "(" + " AND ".join(self.condition(item) for item in checked_items(node)) + ")"
-        if isinstance(node, Or):
-            return "(" + " OR ".join(self.condition(item) for item in checked_items(node)) + ")"
-        if isinstance(node, Not):
-            return f"(NOT {self.condition(node.item)})"
-        raise UnsupportedPlan(f"not a row condition: {type(node).__name__}")
-
     def comparison(self, cmp: Cmp) -> str:
-        """A leaf with literal operands: the same SQL as to_sql, values as literals."""
-        if cmp.op in SCALAR_OPS:
-            value = checked_scalar(cmp)
-            return f"({self.column(cmp)} {SCALAR_OPS[cmp.op]} {_literal(value)})"
-        if cmp.op in ("in", "not_in"):
-            values = checked_values(cmp)
-            column = self.column(cmp)  # checked even when the list is empty
-            if not values:
-                return f"({FALSE_SQL if cmp.op == 'in' else TRUE_SQL})"
-            keyword = "IN" if cmp.op == "in" else "NOT IN"
-            return f"({column} {keyword} ({', '.join(_literal(v) for v in values)}))"
-        if cmp.op == "is_null":
-            test = "IS NULL" if checked_null_test(cmp) else "IS NOT NULL"
-            return f"({self.column(cmp)} {test})"
-        raise UnsupportedPlan(f"unknown operator {cmp.op!r} on column {cmp.column!r}")
+        if isinstance(cmp.value, AttrRef):
+            return self.attribute_comparison(cmp, cmp.value)
+        return super().comparison(cmp)
+
+    # Leaves with literal operands: the same SQL as to_sql, values as literals, and every
+    # leaf in its own parentheses.
+
+    def scalar(self, column: str, op: str, value: Scalar) -> str:
+        return f"({column} {SCALAR_OPS[op]} {_literal(value)})"
+
+    def membership(self, column: str, negate: bool, values: tuple[Scalar, ...]) -> str:
+        keyword = "NOT IN" if negate else "IN"
+        return f"({column} {keyword} ({', '.join(_literal(v) for v in values)}))"
+
+    def null_test(self, column: str, is_null: bool) -> str:
+        return f"({column} {'IS NULL' if is_null else 'IS NOT NULL'})"
+
+    def constant(self, value: bool) -> str:
+        return f"({TRUE_SQL if value else FALSE_SQL})"
+
+    def all_of(self, items: tuple[str, ...]) -> str:
+        return "(" + " AND ".join(items) + ")"
+
+    def any_of(self, items: tuple[str, ...]) -> str:
+        return "(" + " OR ".join(items) + ")"
+
+    def negation(self, item: str, node: Condition) -> str:
+        return f"(NOT {item})"
 
     def attribute_comparison(self, cmp: Cmp, ref: AttrRef) -> str:
         """A leaf reading ``$attr``, bound the way resolution binds it (``_bind_cmp``)."""
@@ -339,7 +338,7 @@ def create_policy_sql(
 ) -> list[str]:
     """Statements that make ``table`` show each principal the rows ``policy`` grants on ``dataset``.
 
-    ``columns`` is the allow-list, as for :func:`~iamscope.policy.render_sql.to_sql`: plan
+    ``columns`` is the allow-list, as for :func:`~iamscope.policy.render.sql.to_sql`: plan
     column names, or a mapping from plan name to the table's real column name. ``table``
     (and ``schema``) are single identifiers, always quoted. The policy is named
     ``name`` (default ``<prefix>_<dataset>``) and covers ``command``: ``SELECT`` by

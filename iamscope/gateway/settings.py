@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError
 from iamscope.telemetry.settings import Project, projects_of
-from iamscope.tokens.issuer import _reject_unknown
 
 __all__ = ["GatewaySettings"]
 
@@ -43,7 +43,7 @@ class GatewaySettings:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str | None = None) -> GatewaySettings:
-        _reject_unknown(data, _KEYS, where, "gateway")
+        reject_unknown(data, _KEYS, where, "gateway")
         lines = getattr(data, "lines", {})
 
         def fail(key: str, message: str) -> ConfigError:

@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from iamscope.enforce import Decision, _decision_id, current, denial
+from iamscope.engine.decision import Decision, current
 from iamscope.errors import (
-    AccessDenied,
     IAMScopeError,
     PermissionRequired,
     RequirementFailed,
@@ -34,6 +33,7 @@ from iamscope.errors import (
     TraceScopeRequired,
 )
 from iamscope.policy.access import Access
+from iamscope.web.refusal import Answer, answer_for, refuse_late
 
 __all__ = ["Requirement", "require"]
 
@@ -201,21 +201,14 @@ def _holder(first: Any) -> dict[str, Any] | None:
     return None
 
 
-def _refused(
-    holder: dict[str, Any] | None, error: IAMScopeError
-) -> tuple[int, list[tuple[str, str]], bytes]:
+def _refused(holder: dict[str, Any] | None, error: IAMScopeError) -> Answer:
     """The refusal under the request's decision id, audited like any other decision."""
     if holder is None:  # no middleware in front: nothing to link to or audit through
-        return denial(error, _decision_id(), scope=_scope(error))
-    iam = holder["iamscope"]
+        return answer_for(None, error, None)
     decision: Decision = holder["iamscope.decision"]
     method = holder.get("method") or holder.get("REQUEST_METHOD", "")
     path = holder.get("path") or holder.get("PATH_INFO", "")
-    iam.audit_denial(decision, error, method, path)
-    result: tuple[int, list[tuple[str, str]], bytes] = iam.answer(
-        error, decision.decision_id, scope=_scope(error)
-    )
-    return result
+    return refuse_late(holder["iamscope"], decision, error, method, path)
 
 
 def _flask_environ() -> Any:
@@ -228,7 +221,3 @@ def _flask_environ() -> Any:
 
 def _is_websocket(first: Any) -> bool:
     return type(first).__name__ == "WebSocket" and type(first).__module__.startswith("starlette")
-
-
-def _scope(error: IAMScopeError) -> str | None:
-    return error.requirement if isinstance(error, AccessDenied) else None

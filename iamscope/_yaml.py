@@ -1,0 +1,121 @@
+"""The configuration files' one reading: YAML (JSON accepted) into mappings that
+remember their lines, and the errors every loader shares — unknown keys, with the
+file, the line and a "did you mean".
+
+Every config block (issuers, policy, telemetry, cache, gateway) is parsed by its own
+module; this one owns what they have in common, so an unknown key reads the same
+wherever it sits.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+
+from iamscope.errors import ConfigError
+
+__all__ = ["Located", "did_you_mean", "parse_text", "read_text", "reject_unknown"]
+
+
+class Located(dict[str, Any]):
+    """A mapping that remembers the line of each key (1-based), for error messages."""
+
+    line: int | None = None
+    lines: dict[str, int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lines = {}
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off
+    (so ``country: NO`` would become False), a classic way for a policy to mean
+    something its author did not write."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
+    mapping = Located()
+    mapping.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key: Any = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise ConfigError("keys must be plain scalars", line=key_node.start_mark.line + 1)
+        if key in mapping:
+            # YAML allows this silently; in a security config it is always a mistake.
+            raise ConfigError(
+                f"duplicate key {key!r}", line=key_node.start_mark.line + 1, key=str(key)
+            )
+        name = cast(str, key)  # a scalar; non-string keys are reported by the loaders
+        mapping[name] = loader.construct_object(value_node, deep=True)
+        mapping.lines[name] = key_node.start_mark.line + 1
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_text(path: Path) -> str:
+    """A config or policy file's text, with every failure a ConfigError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 (byte {exc.start})", source=str(path)) from None
+
+
+def parse_text(text: str, source: str | None = None) -> Any:
+    """YAML (a superset of JSON) into mappings that remember their lines."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError("nested too deeply", source=source) from None
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, source=source, line=exc.line, key=exc.key) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source, line=line
+        ) from None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def reject_unknown(
+    data: Mapping[str, Any], allowed: Sequence[str], where: str | None, what: str
+) -> None:
+    """A ConfigError naming the first key of ``data`` not in ``allowed`` (its line when
+    ``data`` came from a file), or of ``data`` itself when it is not a mapping."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{what} settings must be a mapping", source=where)
+    lines = getattr(data, "lines", {})
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown {what} key {key!r}{did_you_mean(str(key), allowed)}",
+                source=where,
+                line=lines.get(key),
+                key=str(key),
+            )
