@@ -1,4 +1,5 @@
-"""Command line: ``iamscope demo | lint | explain | test | gateway | doctor | token``.
+"""Command line: ``iamscope demo | lint | explain | test | gateway | doctor | token`` and,
+for a fleet, ``revoke | revocations | fleet`` (:mod:`iamscope.cli.fleet`).
 
 Exit codes are distinct so scripts and CI can tell outcomes apart:
 0 success; 1 lint errors, failed policy tests or doctor errors; 2 the input could not
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 from iamscope._yaml import parse_text, read_text
+from iamscope.cli import fleet as fleet_commands
 from iamscope.config import Config, load_config
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access, describe_plan
@@ -49,7 +51,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog="iamscope")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="the analytics app on local issuers, as five personas")
+    demo = sub.add_parser("demo", help="the analytics app on local issuers, as ten personas")
     demo.add_argument(
         "--serve", action="store_true", help="then keep the app and issuers running (curl lines)"
     )
@@ -117,6 +119,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--serve", action="store_true", help="keep the issuer running until Ctrl-C")
+    fleet_commands.add_parsers(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -133,6 +136,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return _doctor(Path(args.config), args.offline, args.timeout, out)
         if args.command == "token":
             return _token(args, out)
+        if args.command in fleet_commands.COMMANDS:
+            return fleet_commands.run(args, out)
         return _test(Path(args.file), out)
     except ConfigError as exc:
         out.write(f"error: {exc}\n")
