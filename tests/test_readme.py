@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from iamscope.config import load_config
+from iamscope.fleet import SharedSettings
 from iamscope.telemetry import TelemetrySettings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -34,8 +35,11 @@ def test_yaml_blocks_load(text: str) -> None:
         assert load_config(data).issuers
     else:  # a block shown on its own
         (key,) = data
-        assert key == "telemetry"
-        assert TelemetrySettings.from_mapping(data["telemetry"]).projects
+        assert key in ("telemetry", "shared")
+        if key == "telemetry":
+            assert TelemetrySettings.from_mapping(data["telemetry"]).projects
+        else:
+            assert SharedSettings.from_mapping(data["shared"]).stale_after == 30
 
 
 def test_readme_starts_with_the_two_commands() -> None:
