@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from iamscope import cli
 from iamscope.cli import main
+from iamscope.cli import token as token_command
 from iamscope.testing import LocalIssuer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "policy"
@@ -226,7 +226,7 @@ def test_token_serve_keeps_a_verifying_issuer_until_interrupted(
         seen["text"] = text
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_wait_for_interrupt", interrupted)
+    monkeypatch.setattr(token_command, "_wait_for_interrupt", interrupted)
     argv = ["token", "--serve", "--issuer-port", str(port), "--sub", "bob", "--groups", "staff"]
     assert main(argv, out=buf) == 0
     assert seen["code"] == 0, seen["report"]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from iamscope.cli.exit_codes import FAILED, OK
 from iamscope.config import Config, load_config
 from iamscope.errors import ConfigError, RevocationsUnavailable
 from iamscope.fleet import Fleet
@@ -22,7 +23,6 @@ from iamscope.fleet.state import Kind
 
 __all__ = ["add_parsers", "run"]
 
-OK, FAILED = 0, 1
 COMMANDS = ("revoke", "revocations", "fleet")
 
 
