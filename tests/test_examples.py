@@ -110,8 +110,8 @@ def test_gateway_example_exports_with_the_workload_s_own_identity(
     from iamscope.config import load_config
     from iamscope.gateway.app import OTLPGateway
     from iamscope.policy import PolicyStore
+    from tests.gateway.test_app import ENV, POLICY, settings
     from tests.telemetry._receiver import OTLPHTTPReceiver
-    from tests.test_gateway import ENV, POLICY, settings
 
     shipped = Path(__file__).resolve().parent.parent / "examples" / "gateway" / "gateway.yaml"
     reference = load_config(shipped)  # the shipped config is valid

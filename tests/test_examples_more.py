@@ -38,7 +38,7 @@ def reference_iam(issuer: LocalIssuer) -> IAMScope:
 
 # --- Django, in a subprocess ---------------------------------------------------------------
 
-# Django's settings are configured once per process and tests/test_wsgi.py has already
+# Django's settings are configured once per process and tests/web/test_wsgi.py has already
 # configured them, so the example project runs in a process of its own and reports back.
 DJANGO_SCRIPT = """
 import json

@@ -25,9 +25,9 @@ from iamscope.policy import PolicyStore
 from iamscope.telemetry import RoutingSpanExporter, TelemetrySettings, TraceOwners, configure
 from iamscope.telemetry.export import build_exporter
 from iamscope.testing import LocalIssuer
+from tests._policy import POLICY
 from tests.telemetry._receiver import OTLPGRPCReceiver, OTLPHTTPReceiver, stopped_endpoint
 from tests.telemetry.test_spans import ServerSpan
-from tests.test_asgi import POLICY
 
 TOKENS = {"LS_TOKEN_SALES": "tok-sales", "LS_TOKEN_PLATFORM": "tok-platform"}
 TOKENS["LS_ACCESS_TOKEN"] = "tok-default"

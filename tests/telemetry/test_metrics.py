@@ -22,8 +22,8 @@ from iamscope.policy import PolicyStore
 from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from iamscope.tokens.keys import KeyPolicy
+from tests._policy import POLICY
 from tests.conftest import FakeClock
-from tests.test_asgi import POLICY
 
 Points = dict[tuple[str, frozenset[tuple[str, Any]]], float]
 

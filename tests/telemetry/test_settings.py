@@ -18,7 +18,7 @@ from iamscope.policy import PolicyStore
 from iamscope.telemetry.audit import ListSink, SubjectHasher
 from iamscope.telemetry.settings import HASH_KEY_ENV, Project, TelemetrySettings
 from iamscope.testing import LocalIssuer
-from tests.test_asgi import POLICY
+from tests._policy import POLICY
 
 ISSUERS = """\
 issuers:

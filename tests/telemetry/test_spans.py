@@ -39,7 +39,7 @@ from iamscope.telemetry import (
 from iamscope.telemetry.spans import tag
 from iamscope.testing import LocalIssuer
 from tests._http import get
-from tests.test_asgi import POLICY
+from tests._policy import POLICY
 
 KEY = b"k" * 32
 

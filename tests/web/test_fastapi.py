@@ -14,7 +14,7 @@ from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from iamscope.web.fastapi import requires
 from tests._http import get
-from tests.test_asgi import POLICY
+from tests._policy import POLICY
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Attack tests, one class of RFC 8725 (JWT Best Current Practices) after another.
+"""Verification (tokens/verify.py) under attack, one class of RFC 8725 (JWT Best Current
+Practices) after another.
 
 Every token here is signed by a real key of a real LocalIssuer served over loopback, so
 a refusal proves the rule fired, not that the key was missing.

@@ -15,7 +15,7 @@ from iamscope import IAMScope
 from iamscope.policy import PolicyStore
 from iamscope.telemetry.audit import LoggerSink, SubjectHasher
 from iamscope.testing import LocalIssuer
-from tests.test_asgi import POLICY
+from tests._policy import POLICY
 
 
 class Collect(logging.Handler):

@@ -15,7 +15,7 @@ from iamscope import IAMScope, IAMScopeWSGIMiddleware, current, require
 from iamscope.policy import PolicyStore
 from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
-from tests.test_asgi import POLICY
+from tests._policy import POLICY
 
 
 @pytest.fixture

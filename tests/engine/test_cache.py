@@ -1,0 +1,124 @@
+"""The token cache on its own (engine/cache.py): lifetimes, invalidation, bounds.
+
+The middleware tests (tests/web) show the same rules end to end; these pin them at the
+cache, with an injected clock.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from iamscope.engine.cache import CacheSettings, InMemoryRevocations, TokenCache, digest
+from iamscope.errors import ConfigError, SignatureInvalid
+from iamscope.policy.access import Access
+from iamscope.policy.traces import TraceScope
+from iamscope.tokens.principal import Principal
+from tests.conftest import FakeClock
+
+ACCESS = Access(
+    roles=frozenset({"analyst"}),
+    permissions=frozenset(),
+    rows={},
+    traces=TraceScope(()),
+    owner=None,
+    policy_version="1",
+)
+
+
+def principal(clock: FakeClock, *, ttl: float = 600.0, subject: str = "alice") -> Principal:
+    return Principal(
+        issuer="corp",
+        issuer_url="https://idp.example",
+        subject=subject,
+        kind="user",
+        expires_at=clock() + ttl,
+        token_id=f"jti-{subject}",
+    )
+
+
+def test_keys_are_digests_never_the_credential() -> None:
+    key = digest(b"Bearer secret.token.value")
+    assert len(key) == 32 and b"secret" not in key
+
+
+def test_an_entry_never_outlives_its_token(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+    cache.put_allowed(b"k", principal(clock, ttl=30), ACCESS, generation=1)
+    clock.advance(29)
+    assert cache.get(b"k", 1) is not None
+    clock.advance(1)
+    assert cache.get(b"k", 1) is None
+    assert len(cache) == 0  # dropped on lookup, not left behind
+
+
+def test_max_ttl_caps_long_lived_tokens(clock: FakeClock) -> None:
+    cache = TokenCache(CacheSettings(max_ttl=60), clock=clock)
+    cache.put_allowed(b"k", principal(clock, ttl=86_400), ACCESS, generation=1)
+    clock.advance(60)
+    assert cache.get(b"k", 1) is None
+
+
+def test_a_policy_reload_retires_every_entry_without_a_scan(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+    cache.put_allowed(b"k", principal(clock), ACCESS, generation=1)
+    assert cache.get(b"k", 2) is None
+
+
+def test_revocation_is_seen_on_the_next_lookup(clock: FakeClock) -> None:
+    revocations = InMemoryRevocations()
+    cache = TokenCache(clock=clock, revocations=revocations)
+    cache.put_allowed(b"alice", principal(clock), ACCESS, generation=1)
+    cache.put_allowed(b"bob", principal(clock, subject="bob"), ACCESS, generation=1)
+    revocations.revoke_subject("corp", "alice")
+    assert cache.get(b"alice", 1) is None
+    assert cache.get(b"bob", 1) is not None  # re-checked against the new version, kept
+
+
+def test_a_revocation_landing_before_the_put_is_not_missed(clock: FakeClock) -> None:
+    revocations = InMemoryRevocations()
+    cache = TokenCache(clock=clock, revocations=revocations)
+    checked = revocations.version  # the engine reads this before its own check
+    revocations.revoke_token("corp", "jti-alice")
+    cache.put_allowed(b"k", principal(clock), ACCESS, 1, revocations_checked=checked)
+    assert cache.get(b"k", 1) is None
+
+
+def test_rejections_are_remembered_briefly(clock: FakeClock) -> None:
+    cache = TokenCache(CacheSettings(negative_ttl=5), clock=clock)
+    cache.put_rejected(b"bad", SignatureInvalid("bad signature"), generation=1)
+    entry = cache.get(b"bad", 1)
+    assert entry is not None and isinstance(entry.error, SignatureInvalid)
+    clock.advance(5)
+    assert cache.get(b"bad", 1) is None
+
+
+def test_the_cache_is_bounded_oldest_first(clock: FakeClock) -> None:
+    cache = TokenCache(CacheSettings(max_entries=2, max_negative=1), clock=clock)
+    for key in (b"a", b"b", b"c"):
+        cache.put_allowed(key, principal(clock), ACCESS, generation=1)
+    assert len(cache) == 2 and cache.get(b"a", 1) is None and cache.get(b"c", 1) is not None
+    cache.put_rejected(b"x", SignatureInvalid("no"), 1)
+    cache.put_rejected(b"y", SignatureInvalid("no"), 1)
+    assert cache.get(b"x", 1) is None and cache.get(b"y", 1) is not None
+
+
+def test_clear_forgets_allowed_and_rejected(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+    cache.put_allowed(b"k", principal(clock), ACCESS, generation=1)
+    cache.put_rejected(b"bad", SignatureInvalid("no"), 1)
+    cache.clear()
+    assert cache.get(b"k", 1) is None and cache.get(b"bad", 1) is None
+
+
+@pytest.mark.parametrize(
+    "block",
+    [{"max_entries": 0}, {"max_entries": 1.5}, {"max_ttl": True}, {"negative_ttl": "5"}],
+)
+def test_settings_must_be_positive_numbers(block: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        CacheSettings.from_mapping(block)
+
+
+def test_unknown_settings_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"max_entires.*did you mean 'max_entries'"):
+        CacheSettings.from_mapping({"max_entires": 10})
