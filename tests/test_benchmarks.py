@@ -54,6 +54,7 @@ def test_telemetry_benchmark_runs() -> None:
     assert "per request, server span" in out and "per child span" in out
 
 
+@pytest.mark.slow
 def test_gateway_benchmark_runs() -> None:
     if shutil.which("wrk") is None and os.geteuid() == 0 and shutil.which("apt-get"):
         apt_install("wrk")  # like PostgreSQL: the suite sets up what it needs
@@ -99,6 +100,7 @@ def test_run_lists_every_benchmark() -> None:
     assert "test_unknown_kid_flood" in out
 
 
+@pytest.mark.slow
 def test_run_writes_a_summary_with_plots(tmp_path: Path) -> None:
     """The whole pipeline, tiny rounds, into a README of its own: every figure the
     summary needs is found in what the scripts print (a change there fails here)."""
