@@ -182,7 +182,7 @@ def test_no_import_cycles() -> None:
         if target in graph:
             graph[source].add(target)
     cycles = _cycles(graph)
-    assert not cycles, "\n".join(" → ".join(c) for c in cycles)
+    assert not cycles, "\n".join("import each other in a cycle: " + ", ".join(c) for c in cycles)
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
