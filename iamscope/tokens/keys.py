@@ -385,6 +385,9 @@ class KeyStore:
         if state.last_demand is not None and now - state.last_demand < policy.min_refetch:
             return None
         state.last_demand = now
+        # In flight from now on, so that the requests arriving before the fetch starts
+        # join it (the refresh flow clears this when it ends).
+        state.inflight.add(_flight_kid(cfg, kid))
         return KeyNeed(cfg.name, kid, state.generation)
 
     def missing_error(
@@ -500,7 +503,7 @@ class KeyStore:
     ) -> None:
         with self._lock:
             state.failing = True
-            state.next_refresh = min(state.next_refresh, now + policy.min_refresh)
+            state.next_refresh = now + policy.min_refresh
             if cfg.jwks_uri is None:
                 # Rediscover next time: the document may have moved.
                 state.jwks_uri = state.etag = None
