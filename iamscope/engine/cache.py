@@ -29,6 +29,7 @@ from opentelemetry.util.types import AttributeValue
 from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access
+from iamscope.tokens.keys import after_fork
 from iamscope.tokens.principal import Principal
 
 __all__ = [
@@ -147,6 +148,11 @@ class TokenCache:
         self.revocations: RevocationStore = revocations or InMemoryRevocations()
         self._entries: dict[bytes, Entry] = {}
         self._negative: dict[bytes, Entry] = {}
+        self._lock = threading.Lock()
+        # The key refresher thread evicts under this lock: a fork must not inherit it held.
+        after_fork(self, TokenCache._forked)
+
+    def _forked(self) -> None:
         self._lock = threading.Lock()
 
     def __len__(self) -> int:

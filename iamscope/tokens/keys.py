@@ -277,8 +277,7 @@ class _IssuerKeys:
     max_age: float | None = None
     last_demand: float | None = None  # when a request last caused a fetch
     last_success: float | None = None
-    next_refresh: float = 0.0  # when the background refresher fetches next
-    periodic: bool = False  # a background refresh is under way
+    next_refresh: float = 0.0  # when the background refresher fetches next (0: at start)
     inflight: set[str | None] = field(default_factory=set)  # request-caused refreshes
     failing: bool = False
     logged: tuple[str, float] | None = None  # the last failure logged, and when
@@ -465,8 +464,6 @@ class KeyStore:
                 state.generation += 1
                 if cause == "demand":
                     state.inflight.discard(flight)
-                if cause == "periodic":
-                    state.periodic = False
             if outcome != "abandoned":
                 self._tell(name, outcome, retired)
         return RefreshResult(name, outcome, reason, _count(state.keyset), tuple(fetches))
@@ -636,10 +633,12 @@ class KeyStore:
             for name, state in self._state.items():
                 if self._issuers[name].keys_url is not None:
                     continue  # per-kid keys: no set to refresh
-                if state.refreshing or state.periodic:
+                if state.refreshing:
                     continue  # a refresh under way schedules the next one when it ends
                 if state.next_refresh <= now:
-                    state.periodic = True
+                    # Claimed by moving the schedule on: a second refresher skips it, and
+                    # a claim whose refresh never runs (its loop closed) costs one interval.
+                    state.next_refresh = now + self._policies[name].refresh
                     out.append(name)
         return out
 
@@ -681,7 +680,6 @@ class KeyStore:
         for state in self._state.values():
             state.refreshing = 0
             state.inflight.clear()
-            state.periodic = False
             state.generation += 1
 
 
