@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from iamscope import IAMScope, errors
-from iamscope.enforce import denial
+from iamscope.engine.answers import denial
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer
 from iamscope.tokens import AsyncTokenVerifier, KeyPolicy, TokenVerifier
