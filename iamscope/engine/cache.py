@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 from opentelemetry.util.types import AttributeValue
 
+from iamscope._fork import after_fork
 from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access
-from iamscope.tokens.keys import after_fork
 from iamscope.tokens.principal import Principal
 
 __all__ = [

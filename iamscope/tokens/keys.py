@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -48,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from iamscope._fork import after_fork
 from iamscope.errors import (
     HeaderInvalid,
     KeyNotFound,
@@ -83,7 +82,6 @@ _EC_ALGS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 _EC_CURVES = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _SAFE_KID = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
 
-_T = TypeVar("_T")
 Cause = Literal["demand", "periodic", "operator"]
 Outcome = Literal["ok", "not_modified", "failed", "over_limit", "skipped", "abandoned"]
 
@@ -695,18 +693,6 @@ def _count(keyset: _KeySet) -> int:
 def _flight_kid(cfg: IssuerConfig, kid: str | None) -> str | None:
     """What a refresh fetches: the whole JWKS (None), or one kid's PEM key."""
     return kid if cfg.keys_url is not None else None
-
-
-def after_fork(owner: _T, hook: Callable[[_T], None]) -> None:
-    """Run ``hook(owner)`` in a forked child, holding ``owner`` weakly."""
-    ref = weakref.ref(owner)
-
-    def child() -> None:
-        alive = ref()
-        if alive is not None:
-            hook(alive)
-
-    os.register_at_fork(after_in_child=child)
 
 
 def _safe_kid(kid: str | None) -> bool:

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 
 import httpx
 
+from iamscope._fork import after_fork
 from iamscope.tokens.issuer import IssuerConfig
 from iamscope.tokens.keys import (
     Cause,
@@ -37,7 +38,6 @@ from iamscope.tokens.keys import (
     KeyNeed,
     KeyPolicy,
     RefreshResult,
-    after_fork,
 )
 from iamscope.tokens.principal import Principal
 from iamscope.tokens.verify import Clock, Verifier
