@@ -225,7 +225,7 @@ def _principal(
     if jti is not None and not isinstance(jti, str):
         raise ClaimInvalid("'jti' must be a string", claim="jti", issuer=cfg.name)
     preset.check(parsed.header, payload, cfg)
-    return _map(payload, cfg, exp, iat, jti, key.thumbprint)
+    return _map(payload, cfg, exp, iat, jti, key)
 
 
 def _map(
@@ -234,7 +234,7 @@ def _map(
     exp: float,
     iat: float | None,
     jti: str | None,
-    thumbprint: str | None = None,
+    key: VerificationKey | None = None,
 ) -> Principal:
     cmap = cfg.claim_map
     path, subject = claim_paths.first(payload, cmap.subject)
@@ -257,7 +257,8 @@ def _map(
         audience=audience,
         issued_at=iat,
         token_id=jti,
-        key_thumbprint=thumbprint,
+        key_id=key.kid if key is not None else None,
+        key_thumbprint=key.thumbprint if key is not None else None,
     )
 
 

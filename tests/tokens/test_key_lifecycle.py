@@ -531,3 +531,15 @@ def test_refresh_keys_says_why_it_failed(local_issuer: LocalIssuer) -> None:
             iam.refresh_keys("nope")
     finally:
         iam.close()
+
+
+def test_a_principal_names_the_key_that_verified_it(local_issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config()], background=False)
+    first = local_issuer.key_for("RS256")
+    twin = local_issuer.add_key("RS256", kid=first.kid)  # same kid, other material
+    one = verifier.verify(local_issuer.mint(key=first))
+    other = verifier.verify(local_issuer.mint(key=twin))
+    assert one.key_id == other.key_id == first.kid  # what a fleet revokes by
+    assert one.key_thumbprint and other.key_thumbprint  # what retirement evicts by
+    assert one.key_thumbprint != other.key_thumbprint
+    assert first.kid not in repr(one)
