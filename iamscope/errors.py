@@ -285,10 +285,18 @@ class RequirementFailed(AccessDenied):
 
 
 class KeysUnavailable(IAMScopeError):
-    """A configured issuer's keys cannot be had right now (discovery or JWKS outage)."""
+    """A configured issuer's keys cannot be had right now (discovery or JWKS outage, or
+    the library may not look again yet): an outage, answered 503 with ``Retry-After``."""
 
     code = "keys_unavailable"
     status = 503
+
+    def __init__(
+        self, message: str, *, issuer: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, issuer=issuer)
+        #: Seconds until asking again may help (None: unknown).
+        self.retry_after = retry_after
 
 
 class RevocationsUnavailable(IAMScopeError):

@@ -193,3 +193,38 @@ def test_sources_from_config() -> None:
     assert (a.kind, a.name) == ("cookie", "session")
     assert (b.kind, b.name) == ("header", "x-pomerium-jwt-assertion")
     assert (c.kind, c.name) == ("bearer", "authorization")
+
+
+KEYS_BLOCK = "    keys:\n      refresh: 30\n      min_refetch: 0.5\n      removed_key_grace: 0\n"
+
+
+def test_an_issuers_keys_block_loads(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, REFERENCE.replace("    preset: okta\n", "    preset: okta\n" + KEYS_BLOCK)
+    )
+    corp = load_config(path).issuers[0]
+    assert corp.keys is not None
+    assert (corp.keys.refresh, corp.keys.min_refetch, corp.keys.removed_key_grace) == (30, 0.5, 0)
+    assert corp.keys.request_wait == 2.0  # the rest keep their defaults
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("      refetch: 1\n", "unknown keys key 'refetch' (did you mean 'min_refetch'?)"),
+        ("      request_wait: 0\n", "keys.request_wait must be a positive number of seconds"),
+        ("      max_keys: 10.5\n", "keys.max_keys must be a positive whole number"),
+        ("      removed_key_grace: -1\n", "keys.removed_key_grace must be a number of seconds"),
+        ("      fetch_timeout: .nan\n", "keys.fetch_timeout must be a positive number"),
+        ("      min_refresh: 90\n", "keys.min_refresh must not exceed keys.refresh"),
+    ],
+)
+def test_keys_block_errors_name_file_line_and_setting(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    block = "    keys:\n      refresh: 60\n" + line
+    path = write(tmp_path, REFERENCE.replace("    preset: okta\n", "    preset: okta\n" + block))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(info.value).startswith(f"{path}:8:")  # the offending line

@@ -28,6 +28,7 @@ EXPECTED = {
     "KeyPolicy",
     "KeysUnavailable",
     "Principal",
+    "RefreshResult",
     "RequestInvalid",
     "Source",
     "TokenError",

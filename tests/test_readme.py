@@ -60,6 +60,7 @@ def test_configuration_reference_matches_the_loaders() -> None:
     from iamscope.telemetry.settings import _PROJECT_KEYS
     from iamscope.tokens.issuer import _CLAIM_KEYS
     from iamscope.tokens.issuer import _KEYS as ISSUER_KEYS
+    from iamscope.tokens.key_policy import KEY_POLICY_KEYS
 
     text = README.read_text()
     table = text.split("<!-- config-reference:start -->")[1].split("<!-- config-reference:end -->")[
@@ -73,6 +74,7 @@ def test_configuration_reference_matches_the_loaders() -> None:
         "top level": TOP_LEVEL_KEYS,
         "`issuers[]`": ISSUER_KEYS,
         "`issuers[].claims`": _CLAIM_KEYS,
+        "`issuers[].keys`": KEY_POLICY_KEYS,
         "`policy`": loader._POLICY_KEYS,
         "`policy.attributes.*`": loader._ATTRIBUTE_KEYS,
         "`policy.roles.*`": loader._ROLE_KEYS,

@@ -5,6 +5,7 @@ as set or missing, never their values."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -97,6 +98,7 @@ def _doctor_issuer(report: _Report, cfg: IssuerConfig, offline: bool, timeout: f
             report.warn(
                 who, f"{label} uses plain http to a remote host: keys can be altered in transit"
             )
+    _doctor_key_policy(report, who, cfg)
     if not offline:
         _doctor_keys(report, who, cfg, timeout)
     if cfg.max_lifetime is None:
@@ -111,45 +113,52 @@ def _doctor_issuer(report: _Report, cfg: IssuerConfig, offline: bool, timeout: f
         report.ok(who, f"leeway {cfg.leeway:g} s")
 
 
+def _doctor_key_policy(report: _Report, who: str, cfg: IssuerConfig) -> None:
+    """The issuer's keys: block (contract 9), with what it means in seconds."""
+    policy = cfg.keys or KeyPolicy()
+    report.ok(
+        who,
+        f"keys: refresh every {policy.refresh:g} s (a max-age within {policy.min_refresh:g}-"
+        f"{policy.refresh:g} s), min_refetch {policy.min_refetch:g} s, removed_key_grace "
+        f"{policy.removed_key_grace:g} s, fetch_timeout {policy.fetch_timeout:g} s, "
+        f"request_wait {policy.request_wait:g} s, max_keys {policy.max_keys}, "
+        f"max_bytes {policy.max_bytes}",
+    )
+    retired_within = policy.refresh + policy.removed_key_grace
+    if retired_within > _DAY / 24:
+        report.warn(who, f"a key the issuer retires is trusted up to {retired_within:g} s more")
+
+
 def _doctor_keys(report: _Report, who: str, cfg: IssuerConfig, timeout: float) -> None:
-    """One key refresh through the real verifier machinery (discovery rules, JWKS
-    parsing, size limits, key building), then a look at what it kept."""
-    from iamscope.tokens.verifier import TokenVerifier, _drive
+    """One key refresh through the public refresh hook (discovery rules, JWKS parsing,
+    caps, key building), then a look at what it kept."""
+    from iamscope.tokens.verifier import TokenVerifier
 
-    verifier = TokenVerifier([cfg], key_policy=KeyPolicy(timeout=timeout))
-    store = verifier.core.keys
-    exchanges: list[tuple[FetchRequest, FetchResponse]] = []
-
-    def fetch(request: FetchRequest) -> FetchResponse:
-        response = verifier._fetch(request)
-        exchanges.append((request, response))
-        return response
-
-    outcomes: list[bool] = []
-    store.on_refresh = lambda _name, succeeded: outcomes.append(succeeded)
+    keys = dataclasses.replace(cfg.keys or KeyPolicy(), fetch_timeout=timeout)
+    verifier = TokenVerifier([dataclasses.replace(cfg, keys=keys)], background=False)
     probe = _PROBE_KID if cfg.keys_url is not None else None
     try:
-        with _refresh_failures() as reasons:
-            _drive(store.refresh_flow(cfg.name, probe, verifier.core.clock()), fetch)
+        with _refresh_failures():
+            result = verifier.refresh_keys(cfg.name, kid=probe)[cfg.name]
     finally:
         verifier.close()
-    succeeded = bool(outcomes) and outcomes[-1]
-    for request, response in exchanges if succeeded else exchanges[:-1]:
+    exchanges = result.fetches
+    for request, response in exchanges if result.ok else exchanges[:-1]:
         report.ok(who, _fetched(request, response))
-    if not succeeded:
+    if not result.ok:
         where, detail = "", ""
         if exchanges:
             request, response = exchanges[-1]
             where = f"{_PURPOSE[request.purpose]} {_shown(request.url)}: "
             detail = _discovery_detail(request, response, cfg)
-        reason = reasons[-1] if reasons else "key refresh failed"
         report.error(
             who,
-            f"{where}{reason}{detail}; its tokens would be refused (503 keys_unavailable)",
+            f"{where}{result.reason or 'key refresh failed'}{detail}; its tokens would be "
+            "refused (503 keys_unavailable)",
         )
     for request, response in exchanges:
         if request.purpose == "jwks" and response.status == 200 and response.error is None:
-            _doctor_jwks(report, who, cfg, response.body, verifier, succeeded)
+            _doctor_jwks(report, who, cfg, response.body, verifier, result.ok)
 
 
 _PURPOSE = {"discovery": "discovery", "jwks": "JWKS", "pem": "keys_url"}
@@ -177,24 +186,16 @@ def _discovery_detail(request: FetchRequest, response: FetchResponse, cfg: Issue
 
 
 @contextlib.contextmanager
-def _refresh_failures() -> Iterator[list[str]]:
-    """The key store's own reason for a failed refresh (it logs, it does not raise);
-    kept off stderr while the doctor reports it."""
+def _refresh_failures() -> Iterator[None]:
+    """Keep the key store's own failure log lines off stderr while the doctor reports
+    the same reasons (from the refresh result)."""
     logger = logging.getLogger("iamscope.keys")
-    reasons: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.WARNING:
-                message = record.getMessage()
-                reasons.append(message.split(" failed: ", 1)[-1])
-
-    handler = Collect()
     propagate = logger.propagate
+    handler = logging.NullHandler()
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        yield reasons
+        yield
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
@@ -218,12 +219,11 @@ def _doctor_jwks(
     if not isinstance(entries, list):
         return
     store = verifier.core.keys
-    limit = store.policy.max_keys
-    if len(entries) > limit:
-        report.warn(who, f"JWKS has {len(entries)} keys; only the first {limit} are read")
+    if len(entries) > store.policy_for(cfg.name).max_keys:
+        return  # refused whole; the refresh error says so, and which setting raises the cap
     usable: set[str] = set()
     kids: list[str] = []
-    for index, entry in enumerate(entries[:limit]):
+    for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             report.warn(who, f"keys[{index}] is not a JSON object (ignored)")
             continue
@@ -254,7 +254,7 @@ def _doctor_jwks(
     if not refreshed:
         return
     now = verifier.core.clock()
-    held = sum(store.lookup(cfg, kid, "", now) is not None for kid in kids)
+    held = sum(bool(store.lookup(cfg, kid, "", now)) for kid in kids)
     restricted = cfg.algorithms is not None or cfg.preset.algorithms is not None
     configured = ", ".join(sorted(cfg.allowed_algorithms)) if restricted else "any asymmetric"
     served = ", ".join(sorted(usable))

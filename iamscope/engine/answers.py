@@ -8,6 +8,7 @@ in their own terms. The one table of HTTP reason phrases lives here.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 
 from iamscope.errors import AccessDenied, IAMScopeError, KeysUnavailable, RevocationsUnavailable
@@ -49,10 +50,10 @@ def denial(
         if status == 403 and scope:
             challenge += f', scope="{scope}"'
         headers.append(("www-authenticate", challenge))
-    if isinstance(error, KeysUnavailable):
-        headers.append(("retry-after", "5"))
-    elif isinstance(error, RevocationsUnavailable):
-        headers.append(("retry-after", str(error.retry_after)))
+    if isinstance(error, KeysUnavailable | RevocationsUnavailable):
+        # KeysUnavailable says when the next key fetch may happen (contract 9).
+        wait = error.retry_after if error.retry_after is not None else 5.0
+        headers.append(("retry-after", str(max(1, math.ceil(wait)))))
     body = {
         "type": "about:blank",
         "title": REASONS[status],

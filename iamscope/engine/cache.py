@@ -4,8 +4,10 @@ A lookup is one dict access plus three comparisons. An entry never outlives its
 token's ``exp`` (nor the configured TTL cap), dies with a policy reload (the policy
 generation is stored in the entry and compared on lookup: no scan), and with
 revocation (the revocation store's version is compared on lookup; only when it moved
-is the entry re-checked). Rejections are cached briefly too, so a flood of one bad
-token costs one verification, not thousands.
+is the entry re-checked), and with the key that verified it (when the issuer retires
+that key, :meth:`TokenCache.evict_keys` drops its entries: a scan, off the lookup
+path). Rejections are cached briefly too, so a flood of one bad token costs one
+verification, not thousands.
 
 Keys are SHA-256 digests of the credential's header bytes, not the credentials: a
 heap dump of the cache holds no usable token. (Measured here: hashlib.sha256 on a
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 from opentelemetry.util.types import AttributeValue
 
+from iamscope._fork import after_fork
 from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access
@@ -146,6 +149,11 @@ class TokenCache:
         self._entries: dict[bytes, Entry] = {}
         self._negative: dict[bytes, Entry] = {}
         self._lock = threading.Lock()
+        # The key refresher thread evicts under this lock: a fork must not inherit it held.
+        after_fork(self, TokenCache._forked)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -199,9 +207,15 @@ class TokenCache:
         self._store(self._entries, key, entry, self.settings.max_entries)
         return entry
 
-    def put_rejected(self, key: bytes, error: IAMScopeError, generation: int) -> Entry:
+    def put_rejected(
+        self, key: bytes, error: IAMScopeError, generation: int, ttl: float | None = None
+    ) -> Entry:
+        """Cache a rejection for ``negative_ttl`` (or ``ttl``, when shorter)."""
+        lifetime = (
+            self.settings.negative_ttl if ttl is None else min(ttl, self.settings.negative_ttl)
+        )
         entry = Entry(
-            expires_at=self.clock() + self.settings.negative_ttl,
+            expires_at=self.clock() + lifetime,
             generation=generation,
             revocations=self.revocations.version,
             error=error,
@@ -221,6 +235,25 @@ class TokenCache:
             for table in (self._entries, self._negative):
                 if table.get(key) is entry:
                     del table[key]
+
+    def evict_keys(self, issuer: str, thumbprints: frozenset[str]) -> None:
+        """Drop every decision verified with one of ``issuer``'s retired keys. A scan, run
+        when keys retire (rarely), so that a lookup does no extra work."""
+        with self._lock:
+            gone = [
+                key
+                for key, entry in self._entries.items()
+                if (principal := entry.principal) is not None
+                and principal.key_thumbprint in thumbprints
+                and principal.issuer == issuer
+            ]
+            for key in gone:
+                del self._entries[key]
+
+    def discard(self, key: bytes) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            self._negative.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:

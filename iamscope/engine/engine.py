@@ -19,7 +19,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from opentelemetry.metrics import MeterProvider
@@ -33,7 +33,9 @@ from iamscope.engine.decision import Decision
 from iamscope.errors import (
     ConfigError,
     IAMScopeError,
+    KeyNotFound,
     RevocationsUnavailable,
+    SignatureInvalid,
     TokenError,
     TokenMissing,
     TokenRevoked,
@@ -46,7 +48,7 @@ from iamscope.telemetry.settings import TelemetrySettings, hash_key_from_env
 from iamscope.telemetry.spans import identity_attributes, tag
 from iamscope.tokens.extract import Source, extract_from_headers
 from iamscope.tokens.issuer import IssuerConfig
-from iamscope.tokens.keys import KeyPolicy
+from iamscope.tokens.keys import KeyPolicy, RefreshResult
 from iamscope.tokens.principal import Principal
 from iamscope.tokens.verifier import AsyncTokenVerifier, TokenVerifier
 from iamscope.tokens.verify import Clock, Verifier
@@ -89,8 +91,10 @@ class IAMScope:
         self.metrics = Metrics(meter_provider)
         self.core = Verifier(issuers, clock=clock, key_policy=key_policy)
         self.core.keys.on_refresh = self.metrics.key_fetch
+        # One background refresher per engine, a thread (never on a request's path, in
+        # WSGI and ASGI apps alike); the async shell only fetches what requests need.
         self.verifier = TokenVerifier(self.core)
-        self.async_verifier = AsyncTokenVerifier(self.core)
+        self.async_verifier = AsyncTokenVerifier(self.core, background=False)
         self.policy = policy
         policy.observers.append(lambda result: self.metrics.policy_reload(result.changed))
         if fleet is not None and revocations is not None:
@@ -99,6 +103,7 @@ class IAMScope:
         if fleet is not None:
             revocations = fleet.revocations
         self.cache = TokenCache(cache, clock=clock, revocations=revocations)
+        self.core.keys.on_retired = self.cache.evict_keys
         self.clock = clock
         self.audit = audit if audit is not None else LoggerSink()
         self.audit_hits = audit_hits
@@ -125,9 +130,10 @@ class IAMScope:
         )
         # The fast path serves the usual shape: tokens arrive in one place.
         self._single = self._source_names[0][1:] if len(self._source_names) == 1 else None
-        self._sync_flights: dict[bytes, threading.Lock] = {}
-        self._async_flights: dict[bytes, asyncio.Future[Decision]] = {}
+        self._sync_flights: dict[bytes, _Flight] = {}
+        self._async_flights: dict[bytes, asyncio.Future[Decision | None]] = {}
         self._flight_lock = threading.Lock()
+        self._stopped = False
         if fleet is not None:
             self._join(fleet)
 
@@ -140,9 +146,9 @@ class IAMScope:
         fleet.start()
 
     def _refresh_from_fleet(self, issuer: str | None) -> None:
-        refresh = getattr(self, "refresh_keys", None)  # the key-lifecycle hook, when present
-        if refresh is not None:
-            refresh(issuer)
+        names = {cfg.name for cfg in self.core.issuers}
+        if issuer is None or issuer in names:  # another service's issuer: not ours to refresh
+            self.refresh_keys(issuer)
 
     @classmethod
     def from_config(
@@ -199,23 +205,27 @@ class IAMScope:
         if isinstance(found, Decision):
             return self._audited(found, method, path)
         key, token = found
-        lock = self._sync_flight(key)
-        with lock:  # concurrent misses on one credential verify once
-            again = self._cached(key)
-            if again is not None:
-                return self._audited(again, method, path)
-            started = time.perf_counter()
-            try:
-                principal = self.verifier.verify(token)
-            except IAMScopeError as exc:
-                decision = self._rejected(key, exc)
-            else:
-                decision = self._accepted(key, principal)
-            self._verified(started, decision)
-        with self._flight_lock:
-            if self._sync_flights.get(key) is lock:
-                del self._sync_flights[key]
+        while True:  # concurrent misses on one credential verify once
+            flight, leader = self._sync_flight(key)
+            if leader:
+                decision = self._lead(key, flight, lambda: self.verifier.verify(token))
+                break
+            flight.done.wait()
+            shared = _shared(flight.decision)
+            if shared is not None:
+                decision = shared
+                break
         return self._audited(decision, method, path)
+
+    def _lead(self, key: bytes, flight: _Flight, verify: Callable[[], Principal]) -> Decision:
+        try:
+            flight.decision = self._cached(key) or self._verify(key, verify)
+            return flight.decision
+        finally:
+            with self._flight_lock:
+                if self._sync_flights.get(key) is flight:
+                    del self._sync_flights[key]
+            flight.done.set()
 
     def decide_now(
         self, headers: Headers, method: str = "GET", path: str = "/"
@@ -242,28 +252,30 @@ class IAMScope:
                 return self._audited(found, method, path)
             pending = found
         key, token = pending
-        flight = self._async_flights.get(key)
-        if flight is not None and flight.get_loop() is asyncio.get_running_loop():
-            decision = await asyncio.shield(flight)
-            return self._audited(_again(decision), method, path)
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        while True:  # the same waiter rule as decide(): see _shared
+            flight = self._async_flights.get(key)
+            if flight is None or flight.get_loop() is not loop:
+                break
+            shared = _shared(await asyncio.shield(flight))
+            if shared is not None:
+                return self._audited(shared, method, path)
+        future: asyncio.Future[Decision | None] = loop.create_future()
         self._async_flights[key] = future
+        decision: Decision | None = None
         try:
-            started = time.perf_counter()
-            try:
-                principal = await self.async_verifier.verify(token)
-            except IAMScopeError as exc:
-                decision = self._rejected(key, exc)
-            else:
-                decision = self._accepted(key, principal)
-            self._verified(started, decision)
-            future.set_result(decision)
-        except BaseException as exc:  # cancelled: waiters must not hang on the future
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: the waiters get it or nobody does
-            raise
+            decision = self._cached(key)
+            if decision is None:
+                started = time.perf_counter()
+                outcome: Principal | IAMScopeError
+                try:
+                    outcome = await self.async_verifier.verify(token)
+                except IAMScopeError as exc:
+                    outcome = exc
+                decision = self._settle(key, started, outcome)
         finally:
+            # Cancelled or crashed: None tells the waiters to decide for themselves.
+            future.set_result(decision)
             if self._async_flights.get(key) is future:
                 del self._async_flights[key]
         return self._audited(decision, method, path)
@@ -315,6 +327,31 @@ class IAMScope:
             True, ids.next_seq(), "hit", entry.access, entry.principal, None, entry.attributes
         )
 
+    def _verify(self, key: bytes, verify: Callable[[], Principal]) -> Decision:
+        started = time.perf_counter()
+        outcome: Principal | IAMScopeError
+        try:
+            outcome = verify()
+        except IAMScopeError as exc:
+            outcome = exc
+        return self._settle(key, started, outcome)
+
+    def _settle(self, key: bytes, started: float, outcome: Principal | IAMScopeError) -> Decision:
+        """A verification's outcome made a decision, cached, measured (sync and async)."""
+        if isinstance(outcome, IAMScopeError):
+            decision = self._rejected(key, outcome)
+        else:
+            decision = self._accepted(key, outcome)
+        self._verified(started, decision)
+        self._keep_keys_fresh()
+        return decision
+
+    def _keep_keys_fresh(self) -> None:
+        # Started lazily by the first verification (a cheap check after that); never
+        # on the cache-hit path.
+        if not self.verifier.refreshing and not self._stopped:
+            self.verifier.start()
+
     def _accepted(self, key: bytes, principal: Principal) -> Decision:
         # The version is read before the check: a revocation landing after it moves the
         # version past the entry's, so the next lookup re-checks (no window to miss it).
@@ -335,6 +372,10 @@ class IAMScope:
             enduser_id=self.telemetry.enduser_id,
         )
         self.cache.put_allowed(key, principal, access, generation, attributes, checked)
+        thumbprint = principal.key_thumbprint
+        if thumbprint is not None and not self.core.keys.holds(principal.issuer, thumbprint):
+            # Its key retired while it was verified (after the cache's eviction scan).
+            self.cache.discard(key)
         return Decision(True, ids.next_seq(), "miss", access, principal, None, attributes)
 
     def _verified(self, started: float, decision: Decision) -> None:
@@ -343,8 +384,13 @@ class IAMScope:
 
     def _rejected(self, key: bytes, error: IAMScopeError) -> Decision:
         if isinstance(error, TokenError):
-            # An outage (KeysUnavailable) is never cached: it may end any second.
-            self.cache.put_rejected(key, error, self.policy.generation)
+            # An outage (KeysUnavailable) is never cached: it may end any second. A key
+            # fault is cached no longer than the issuer's min_refetch: a JWKS lagging its
+            # tokens must not be remembered past the next fetch.
+            ttl = None
+            if isinstance(error, KeyNotFound | SignatureInvalid) and error.issuer is not None:
+                ttl = self.core.keys.policy_for(error.issuer).min_refetch
+            self.cache.put_rejected(key, error, self.policy.generation, ttl)
         return Decision(False, ids.next_seq(), "miss", error=error)
 
     def _audited(self, decision: Decision, method: str, path: str) -> Decision:
@@ -378,20 +424,61 @@ class IAMScope:
         record = audit_event(decision, "POST", path, self.hasher, self.clock())
         self.audit.emit(record._replace(details=details))
 
-    def _sync_flight(self, key: bytes) -> threading.Lock:
+    def _sync_flight(self, key: bytes) -> tuple[_Flight, bool]:
+        """The flight for ``key``, and whether the caller leads it."""
         with self._flight_lock:
-            lock = self._sync_flights.get(key)
-            if lock is None:
-                lock = self._sync_flights[key] = threading.Lock()
-            return lock
+            flight = self._sync_flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._sync_flights[key] = _Flight()
+            return flight, True
+
+    # --- keys over time --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background key refresher now (it also starts with the first
+        verification): at an ASGI lifespan startup, or after building a WSGI app."""
+        self._stopped = False
+        self.verifier.start()
+
+    def refresh_keys(self, issuer: str | None = None) -> dict[str, RefreshResult]:
+        """Refresh issuers' keys now, whatever the schedule (every issuer, or the one
+        named), and say how each went and, when it failed, why. For operators, the
+        doctor, and a fleet telling its workers that keys changed."""
+        return self.verifier.refresh_keys(issuer)
+
+    def stop(self) -> None:
+        """Stop the background key refresher (an ASGI lifespan shutdown does this)."""
+        self._stopped = True
+        self.verifier.stop()
+        self.async_verifier.stop()
 
     def close(self) -> None:
+        self._stopped = True
         if self.fleet is not None:
             self.fleet.close()
         self.verifier.close()
+        self.async_verifier.stop()
         if self._summary is not None:
             self._summary.close()
         self.audit.close()
+
+
+class _Flight:
+    """One credential's verification under way in the sync path; waiters block on it."""
+
+    __slots__ = ("decision", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.decision: Decision | None = None
+
+
+def _shared(decision: Decision | None) -> Decision | None:
+    """The one waiter rule, sync and async: a waiter takes the leader's finished decision,
+    whatever it is (a 503 included), as its own (its own id, marked a hit); when the leader
+    did not finish (cancelled, or crashed), None: the waiter decides for itself."""
+    return None if decision is None else _again(decision)
 
 
 def _hasher(key: bytes | None, telemetry: TelemetrySettings) -> SubjectHasher | None:

@@ -67,9 +67,8 @@ def _keys(principal: Principal) -> Iterable[tuple[Kind, str, str]]:
     yield "sub", principal.issuer, principal.subject
     if principal.token_id is not None:
         yield "jti", principal.issuer, principal.token_id
-    key_id = getattr(principal, "key_id", None)  # set where the verifier records it
-    if isinstance(key_id, str):
-        yield "kid", principal.issuer, key_id
+    if principal.key_id is not None:
+        yield "kid", principal.issuer, principal.key_id
 
 
 class SharedRevocations:

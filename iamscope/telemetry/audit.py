@@ -15,11 +15,12 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from opentelemetry.trace import get_current_span
+
+from iamscope._fork import after_fork
 
 if TYPE_CHECKING:
     from iamscope.engine.decision import Decision
@@ -126,19 +127,6 @@ def to_event(record: AuditRecord) -> dict[str, Any]:
     }
 
 
-def _after_fork(owner: Any, restart: Callable[[Any], None]) -> None:
-    """Restart ``owner``'s background thread in a forked child (threads do not survive
-    fork). Held weakly: a closed, collected sink is not kept alive by the hook."""
-    ref = weakref.ref(owner)
-
-    def hook() -> None:
-        alive = ref()
-        if alive is not None:
-            restart(alive)
-
-    os.register_at_fork(after_in_child=hook)
-
-
 class AuditSink(Protocol):
     def emit(self, record: AuditRecord) -> None: ...
 
@@ -173,7 +161,7 @@ class LoggerSink:
         self._wake = threading.Event()
         self.dropped = 0
         self._thread = self._start()
-        _after_fork(self, LoggerSink._forked)
+        after_fork(self, LoggerSink._forked)
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="iamscope-audit", daemon=True)
@@ -262,7 +250,7 @@ class HitSummary:
         self._interval = interval
         self._stop = threading.Event()
         self._thread = self._start()
-        _after_fork(self, HitSummary._forked)
+        after_fork(self, HitSummary._forked)
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(

@@ -7,7 +7,8 @@ hit path. Every other decision is rare enough to count under a lock.
 
     iamscope.decisions        decisions by iamscope.decision, iamscope.code, iamscope.cache
     iamscope.verify.duration  seconds to verify a token on a cache miss (histogram)
-    iamscope.keys.fetches     key refreshes by iamscope.issuer and outcome
+    iamscope.keys.fetches     key refreshes by iamscope.issuer and outcome (ok,
+                              not_modified, failed, over_limit)
     iamscope.policy.reloads   policy reloads by outcome
     iamscope.export.failures  spans a routed exporter failed to deliver, by owner team
 """
@@ -66,8 +67,9 @@ class Metrics:
                 attributes["iamscope.code"] = code
             yield Observation(value, attributes)
 
-    def key_fetch(self, issuer: str, ok: bool) -> None:
-        self.key_fetches.add(1, {"iamscope.issuer": issuer, "outcome": "ok" if ok else "failed"})
+    def key_fetch(self, issuer: str, outcome: str) -> None:
+        """``outcome``: ok, not_modified, failed, over_limit (a cap refused the keys)."""
+        self.key_fetches.add(1, {"iamscope.issuer": issuer, "outcome": outcome})
 
     def policy_reload(self, ok: bool) -> None:
         self.policy_reloads.add(1, {"outcome": "ok" if ok else "refused"})

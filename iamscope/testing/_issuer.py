@@ -2,14 +2,17 @@
 
 ``LocalIssuer`` serves discovery, a JWKS and per-kid PEM keys (the AWS ALB layout) from
 a background thread on 127.0.0.1, mints tokens with any claims and headers, signs raw
-bytes for attack tests, rotates and retires keys, simulates outages, and counts the
-requests it received so tests can prove single-flight and flood limits.
+bytes for attack tests, rotates, retires and replaces keys (several under one ``kid``
+too), answers conditional requests (``ETag``, 304) with an optional ``Cache-Control``,
+simulates outages and hangs, and counts the requests it received so tests can prove
+single-flight, flood and refresh limits.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import secrets
 import threading
@@ -109,13 +112,20 @@ class LocalIssuer:
         self._listen_port = port
         self._path = path.rstrip("/")
         self._lock = threading.Lock()
-        self.keys: dict[str, SigningKey] = {}
-        self._published: list[str] = []
+        self.keys: dict[str, SigningKey] = {}  # kid → the newest key made under it
+        self._published: list[SigningKey] = []
         for alg in algorithms:
             self.add_key(alg)
         self.requests: Counter[str] = Counter()
+        #: Requests that carried If-None-Match, and those answered 304, by path.
+        self.conditional: Counter[str] = Counter()
+        self.not_modified: Counter[str] = Counter()
         self.failure: int | None = None  # answer every request with this status
         self.delay = 0.0  # seconds to wait before answering (slow-issuer tests)
+        self.etags = True  # send an ETag with the JWKS and answer If-None-Match with 304
+        self.cache_control: str | None = None  # sent with the JWKS when set
+        self._open = threading.Event()  # cleared by hang(): requests wait until release()
+        self._open.set()
         self.discovery_overrides: dict[str, Any] = {}
         self.redirects: dict[str, str] = {}  # path → Location (redirect-following tests)
         self._server: ThreadingHTTPServer | None = None
@@ -138,6 +148,7 @@ class LocalIssuer:
         return self
 
     def stop(self) -> None:
+        self._open.set()  # let hanging requests finish
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -175,38 +186,64 @@ class LocalIssuer:
 
     # --- keys ------------------------------------------------------------------------
 
-    def add_key(self, alg: str, *, publish: bool = True, bits: int = 2048) -> SigningKey:
+    def add_key(
+        self, alg: str, *, publish: bool = True, bits: int = 2048, kid: str | None = None
+    ) -> SigningKey:
+        """A new key; ``kid`` may repeat a published one (duplicate-kid tests)."""
         with self._lock:
-            key = make_key(alg, bits=bits)
+            key = make_key(alg, bits=bits, kid=kid)
             self.keys[key.kid] = key
             if publish:
-                self._published.append(key.kid)
+                self._published.append(key)
         return key
+
+    def publish(self, key: SigningKey) -> None:
+        """Put a key (made with ``publish=False``, or retired) in the JWKS."""
+        with self._lock:
+            if key not in self._published:
+                self._published.append(key)
 
     def rotate(self, alg: str = "RS256", *, retire_old: bool = False) -> SigningKey:
         """Publish a new key for ``alg``; optionally drop the older ones from the JWKS."""
-        old = [k for k in self._published if self.keys[k].alg == alg]
+        old = [k.kid for k in self._published if k.alg == alg]
         key = self.add_key(alg)
         if retire_old:
             for kid in old:
                 self.retire(kid)
         return key
 
-    def retire(self, kid: str) -> None:
+    def replace(self, kid: str) -> SigningKey:
+        """New key material under the same ``kid`` (some IdPs rotate this way)."""
+        old = self.keys[kid]
         with self._lock:
-            if kid in self._published:
-                self._published.remove(kid)
+            key = make_key(old.alg, kid=kid)
+            self.keys[kid] = key
+            self._published = [key if k.kid == kid else k for k in self._published]
+        return key
+
+    def retire(self, kid: str) -> None:
+        """Drop every key under ``kid`` from the JWKS."""
+        with self._lock:
+            self._published = [k for k in self._published if k.kid != kid]
 
     def key_for(self, alg: str) -> SigningKey:
         """The newest published key for ``alg``."""
-        for kid in reversed(self._published):
-            if self.keys[kid].alg == alg:
-                return self.keys[kid]
+        for key in reversed(self._published):
+            if key.alg == alg:
+                return key
         raise KeyError(f"no published {alg} key")
 
     def jwks(self) -> dict[str, Any]:
         with self._lock:
-            return {"keys": [self.keys[kid].public_jwk for kid in self._published]}
+            return {"keys": [key.public_jwk for key in self._published]}
+
+    def hang(self) -> None:
+        """From now on every request waits (the connection open, no answer) until
+        :meth:`release` or :meth:`stop`: an issuer that hangs."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     # --- tokens ----------------------------------------------------------------------
 
@@ -267,11 +304,31 @@ class LocalIssuer:
 
     # --- HTTP ------------------------------------------------------------------------
 
-    def _answer(self, path: str) -> tuple[int, str, bytes]:
+    def _answer(
+        self, path: str, headers: Mapping[str, str]
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         with self._lock:
             self.requests[path] += 1
+            if "if-none-match" in headers:
+                self.conditional[path] += 1
+        self._open.wait(timeout=60)
         if self.delay:
             time.sleep(self.delay)
+        status, ctype, body = self._document(path)
+        extra: dict[str, str] = {}
+        if path == "/jwks.json" and status == 200:
+            if self.cache_control is not None:
+                extra["cache-control"] = self.cache_control
+            if self.etags:
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                extra["etag"] = etag
+                if headers.get("if-none-match") == etag:
+                    with self._lock:
+                        self.not_modified[path] += 1
+                    return 304, ctype, b"", extra
+        return status, ctype, body, extra
+
+    def _document(self, path: str) -> tuple[int, str, bytes]:
         if self.failure is not None:
             return self.failure, "text/plain", b"unavailable"
         if path in self.redirects:
@@ -290,7 +347,7 @@ class LocalIssuer:
             return 200, "application/json", json.dumps(self.jwks()).encode()
         if path.startswith("/pem/"):
             key = self.keys.get(path[len("/pem/") :])
-            if key is not None and key.kid in self._published:
+            if key is not None and key in self._published:
                 return 200, "application/x-pem-file", key.public_pem
         return 404, "text/plain", b"not found"
 
@@ -298,12 +355,15 @@ class LocalIssuer:
 def _handler(issuer: LocalIssuer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, ctype, body = issuer._answer(self.path.split("?", 1)[0])
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, ctype, body, extra = issuer._answer(self.path.split("?", 1)[0], headers)
             self.send_response(status)
             if status == 302:
                 self.send_header("location", ctype)
             else:
                 self.send_header("content-type", ctype)
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -3,7 +3,7 @@
 from iamscope.tokens.claims import ClaimMap
 from iamscope.tokens.extract import Source, extract_from_environ, extract_from_headers
 from iamscope.tokens.issuer import IssuerConfig, issuers_from_config
-from iamscope.tokens.keys import KeyPolicy
+from iamscope.tokens.keys import KeyPolicy, RefreshResult
 from iamscope.tokens.principal import Principal, PrincipalKind
 from iamscope.tokens.providers import PRESETS, Preset
 from iamscope.tokens.verifier import AsyncTokenVerifier, TokenVerifier
@@ -18,6 +18,7 @@ __all__ = [
     "Preset",
     "Principal",
     "PrincipalKind",
+    "RefreshResult",
     "Source",
     "TokenVerifier",
     "Verifier",

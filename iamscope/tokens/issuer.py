@@ -13,6 +13,7 @@ from iamscope.errors import ConfigError
 from iamscope.tokens.claims import ClaimMap
 from iamscope.tokens.extract import Source
 from iamscope.tokens.jose import DEFAULT_MAX_TOKEN_BYTES
+from iamscope.tokens.key_policy import KEY_POLICY_KEYS, KeyPolicy
 from iamscope.tokens.providers import PRESETS, Preset
 
 __all__ = ["ASYMMETRIC_ALGORITHMS", "IssuerConfig", "issuers_from_config"]
@@ -55,6 +56,7 @@ _KEYS = (
     "signers",
     "hosted_domains",
     "owners",
+    "keys",
 )
 _CLAIM_KEYS = ("subject", "groups", "roles", "scopes", "attributes", "delimiter")
 
@@ -83,6 +85,7 @@ class IssuerConfig:
     signers: tuple[str, ...] = ()
     hosted_domains: tuple[str, ...] = ()
     owners: tuple[str, ...] = ()
+    keys: KeyPolicy | None = None  # None: the verifier's default (contract 9)
     audience_set: frozenset[str] = field(init=False, repr=False)
     claim_map: ClaimMap = field(init=False, repr=False)
     allowed_algorithms: frozenset[str] = field(init=False, repr=False)
@@ -139,13 +142,15 @@ class IssuerConfig:
             kwargs["claims"] = _claim_overrides(base, data["claims"], where)
         if "source" in data:
             kwargs["source"] = _source(data["source"], where)
+        if "keys" in data:
+            kwargs["keys"] = _key_policy(data["keys"], where)
         try:
             return cls(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"invalid issuer settings: {exc}", source=where) from exc
 
 
-_SPECIAL = ("preset", "claims", "source")
+_SPECIAL = ("preset", "claims", "source", "keys")
 
 
 def _validate(cfg: IssuerConfig) -> None:
@@ -270,6 +275,21 @@ def _claim_overrides(base: ClaimMap, data: Any, where: str | None) -> ClaimMap:
             raise ConfigError("'claims.delimiter' must be a non-empty string", source=where)
         fields["delimiter"] = delimiter
     return ClaimMap(**fields)
+
+
+def _key_policy(data: Any, where: str | None) -> KeyPolicy:
+    """An issuer's ``keys:`` block: every value checked, each error at its own line."""
+    reject_unknown(data, KEY_POLICY_KEYS, where, "keys")
+    lines = getattr(data, "lines", {})
+    try:
+        return KeyPolicy(**data)
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.detail,
+            source=where,
+            line=lines.get(exc.key) or getattr(data, "line", None),
+            key=exc.key,
+        ) from None
 
 
 def _source(data: Any, where: str | None) -> Source:

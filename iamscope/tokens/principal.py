@@ -34,6 +34,11 @@ class Principal:
     audience: tuple[str, ...] = ()
     issued_at: float | None = None
     token_id: str | None = None
+    #: The ``kid`` of the key that verified the token (a fleet may revoke a key by it).
+    key_id: str | None = field(default=None, repr=False)
+    #: The thumbprint of the key that verified the token: when the issuer retires that
+    #: key, the decisions cached for this principal are evicted.
+    key_thumbprint: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         # Subject and groups identify a person: keep them out of reprs that end up in logs.

@@ -3,8 +3,9 @@
 Order matters and runs one way: parse once → select the issuer by exact ``iss`` →
 check the header against *that* issuer's rules → find the key in *that* issuer's key
 set → check the signature → check time, audience and provider claims → map claims.
-When a key is missing the flow yields the issuer's name; the I/O shell refreshes that
-issuer's keys (single-flight) and resumes it.
+When keys must be fetched (an unknown kid, or a bad signature under a known kid whose
+keys are older than the issuer's ``min_refetch``) the flow yields a ``KeyNeed``; the I/O
+shell refreshes that issuer's keys (single-flight) and resumes it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from iamscope.errors import (
 from iamscope.tokens import claims as claim_paths
 from iamscope.tokens.issuer import IssuerConfig, media_type
 from iamscope.tokens.jose import DEFAULT_MAX_TOKEN_BYTES, ParsedToken, parse
-from iamscope.tokens.keys import KeyPolicy, KeyStore, VerificationKey
+from iamscope.tokens.keys import KeyNeed, KeyPolicy, KeyStore, VerificationKey
 from iamscope.tokens.principal import Principal
 from iamscope.tokens.providers import check_audience
 from iamscope.tokens.signatures import verify_signature
@@ -65,32 +66,44 @@ class Verifier:
         self.keys = KeyStore(self.issuers, key_policy)
         self.max_token_bytes = max(max_token_bytes, *(c.max_token_bytes for c in self.issuers))
 
-    def verify_flow(self, token: str) -> Generator[tuple[str, str | None, int], None, Principal]:
-        """Verify ``token``. When the issuer's keys need a refresh it yields
-        ``(issuer name, kid, ticket)``; the shell refreshes (or joins a refresh) and
-        resumes it."""
+    def verify_flow(self, token: str) -> Generator[KeyNeed, None, Principal]:
+        """Verify ``token``. When keys must be fetched it yields a :class:`KeyNeed`; the
+        shell refreshes (or joins a refresh, waiting at most ``request_wait``) and resumes
+        it. At most one refresh per verification."""
         parsed, cfg, alg, kid = self._prepare(token)
         now = self.clock()
-        key = self.keys.lookup(cfg, kid, alg, now)
-        ticket = None
-        if key is None:
-            ticket = self.keys.refresh_ticket(cfg, kid, now)
-            if ticket is not None:
-                yield cfg.name, kid, ticket
+        keys = self.keys.lookup(cfg, kid, alg, now)
+        if not keys:
+            need = self.keys.demand(cfg, kid, now)
+            if need is not None:
+                yield need
                 now = self.clock()
-                key = self.keys.lookup(cfg, kid, alg, now)
+                keys = self.keys.lookup(cfg, kid, alg, now)
+            if not keys:
+                raise self.keys.missing_error(cfg, kid, now, need)
+            return _finish(parsed, cfg, alg, keys, now)
+        key = _verified_key(parsed, cfg, alg, keys)
         if key is None:
-            raise self.keys.missing_error(cfg, kid, now, ticket=ticket)
-        return _finish(parsed, cfg, alg, key, now)
+            # A known kid that does not verify: the issuer may have replaced the key under
+            # it (same-kid rotation). One refetch, bounded like an unknown kid's.
+            need = self.keys.demand_after_bad_signature(cfg, kid, now)
+            if need is not None:
+                yield need
+                now = self.clock()
+                fresh = self.keys.lookup(cfg, kid, alg, now)
+                if fresh and fresh != keys:
+                    return _finish(parsed, cfg, alg, fresh, now)
+            raise SignatureInvalid("signature does not verify", issuer=cfg.name)
+        return _principal(parsed, cfg, now, key)
 
     def verify_offline(self, token: str) -> Principal:
         """Verify with the keys already held: never waits, never fetches."""
         parsed, cfg, alg, kid = self._prepare(token)
         now = self.clock()
-        key = self.keys.lookup(cfg, kid, alg, now)
-        if key is None:
-            raise self.keys.missing_error(cfg, kid, now, ticket=None)
-        return _finish(parsed, cfg, alg, key, now)
+        keys = self.keys.lookup(cfg, kid, alg, now)
+        if not keys:
+            raise self.keys.missing_error(cfg, kid, now, None)
+        return _finish(parsed, cfg, alg, keys, now)
 
     def _prepare(self, token: str) -> tuple[ParsedToken, IssuerConfig, str, str | None]:
         parsed = parse(token, max_bytes=self.max_token_bytes)
@@ -125,20 +138,30 @@ def _check_header(parsed: ParsedToken, cfg: IssuerConfig) -> str:
 
 
 def _finish(
-    parsed: ParsedToken, cfg: IssuerConfig, alg: str, key: VerificationKey, now: float
+    parsed: ParsedToken,
+    cfg: IssuerConfig,
+    alg: str,
+    keys: tuple[VerificationKey, ...],
+    now: float,
 ) -> Principal:
-    _check_signature(parsed, alg, key, cfg)
-    return _principal(parsed, cfg, now)
+    key = _verified_key(parsed, cfg, alg, keys)
+    if key is None:
+        raise SignatureInvalid("signature does not verify", issuer=cfg.name)
+    return _principal(parsed, cfg, now, key)
 
 
-def _check_signature(
-    parsed: ParsedToken, alg: str, key: VerificationKey, cfg: IssuerConfig
-) -> None:
-    if alg not in key.algorithms:
+def _verified_key(
+    parsed: ParsedToken, cfg: IssuerConfig, alg: str, keys: tuple[VerificationKey, ...]
+) -> VerificationKey | None:
+    """The candidate key that verifies the signature (several share a kid at times)."""
+    fitting = [key for key in keys if alg in key.algorithms]
+    if not fitting:
         # The JWK's own alg (or its key type) must agree with the token's.
         raise AlgorithmNotAllowed("the token's algorithm does not fit the key", issuer=cfg.name)
-    if not verify_signature(alg, key.key, parsed.signing_input, parsed.signature):
-        raise SignatureInvalid("signature does not verify", issuer=cfg.name)
+    for key in fitting:
+        if verify_signature(alg, key.key, parsed.signing_input, parsed.signature):
+            return key
+    return None
 
 
 def _numeric_date(payload: Mapping[str, Any], name: str, issuer: str) -> float | None:
@@ -185,7 +208,9 @@ def _check_times(
     return exp, iat
 
 
-def _principal(parsed: ParsedToken, cfg: IssuerConfig, now: float) -> Principal:
+def _principal(
+    parsed: ParsedToken, cfg: IssuerConfig, now: float, key: VerificationKey
+) -> Principal:
     payload = parsed.payload
     exp, iat = _check_times(payload, cfg, now)
     preset = cfg.preset
@@ -200,11 +225,16 @@ def _principal(parsed: ParsedToken, cfg: IssuerConfig, now: float) -> Principal:
     if jti is not None and not isinstance(jti, str):
         raise ClaimInvalid("'jti' must be a string", claim="jti", issuer=cfg.name)
     preset.check(parsed.header, payload, cfg)
-    return _map(payload, cfg, exp, iat, jti)
+    return _map(payload, cfg, exp, iat, jti, key)
 
 
 def _map(
-    payload: dict[str, Any], cfg: IssuerConfig, exp: float, iat: float | None, jti: str | None
+    payload: dict[str, Any],
+    cfg: IssuerConfig,
+    exp: float,
+    iat: float | None,
+    jti: str | None,
+    key: VerificationKey | None = None,
 ) -> Principal:
     cmap = cfg.claim_map
     path, subject = claim_paths.first(payload, cmap.subject)
@@ -227,6 +257,8 @@ def _map(
         audience=audience,
         issued_at=iat,
         token_id=jti,
+        key_id=key.kid if key is not None else None,
+        key_thumbprint=key.thumbprint if key is not None else None,
     )
 
 

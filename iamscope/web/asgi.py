@@ -1,6 +1,7 @@
 """Plain-ASGI middleware for Starlette, FastAPI and any ASGI app (no BaseHTTPMiddleware).
 
-HTTP and WebSocket scopes are checked; everything else (lifespan) passes through. The
+HTTP and WebSocket scopes are checked; everything else passes through (at lifespan
+startup and shutdown, the key refresher is started and stopped on the way). The
 ``Access`` reaches the app in ``scope["iamscope.access"]``, ``request.state.access``
 and :func:`iamscope.current`, and the ContextVar is reset after the request, on errors
 and after streaming responses alike. An :class:`~iamscope.errors.AccessDenied` raised
@@ -41,6 +42,8 @@ class IAMScopeMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
+                receive = _watch_lifespan(receive, self.iamscope)
             await self.app(scope, receive, send)
             return
         iam = self.iamscope
@@ -102,6 +105,20 @@ class IAMScopeMiddleware:
 
 
 _STARTS = frozenset(("http.response.start", "websocket.accept"))
+
+
+def _watch_lifespan(receive: Receive, iam: IAMScope) -> Receive:
+    """The key refresher starts with the app and stops at its shutdown (contract 9)."""
+
+    async def watched() -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            iam.start()
+        elif message["type"] == "lifespan.shutdown":
+            iam.stop()
+        return message
+
+    return watched
 
 
 async def _refuse(

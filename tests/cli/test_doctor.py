@@ -274,3 +274,32 @@ def test_unloadable_config_exits_2(tmp_path: Path) -> None:
     assert code == 2 and lines[0].startswith("error: ")
     code, lines = doctor(write(tmp_path, "isuers: []\n"))
     assert code == 2 and "did you mean 'issuers'" in lines[0]
+
+
+def test_doctor_shows_each_issuers_keys_settings(
+    tmp_path: Path, local_issuer: LocalIssuer, env: pytest.MonkeyPatch
+) -> None:
+    extra = ", max_lifetime: 3600, keys: {refresh: 30, removed_key_grace: 5, max_keys: 10}"
+    code, lines = doctor(write(tmp_path, config_text(local_issuer, issuer_extra=extra)))
+    assert code == 0, lines
+    assert lines_with(
+        lines,
+        "ok",
+        "issuer corp",
+        "keys: refresh every 30 s",
+        "removed_key_grace 5 s",
+        "min_refetch 1 s",
+        "request_wait 2 s",
+        "max_keys 10",
+    ), lines
+
+
+def test_doctor_reports_a_jwks_over_max_keys(
+    tmp_path: Path, local_issuer: LocalIssuer, env: pytest.MonkeyPatch
+) -> None:
+    for _ in range(5):
+        local_issuer.add_key("ES256")
+    extra = ", max_lifetime: 3600, keys: {max_keys: 4}"
+    code, lines = doctor(write(tmp_path, config_text(local_issuer, issuer_extra=extra)))
+    assert code == 1
+    assert lines_with(lines, "error", "issuer corp", "JWKS has 8 keys, over keys.max_keys (4)")

@@ -22,7 +22,7 @@ from tests.fleet._redis import RedisServer
 from tests.fleet._relay import Relay
 
 
-def principal(subject: str = "alice", jti: str | None = "t-1") -> Principal:
+def principal(subject: str = "alice", jti: str | None = "t-1", kid: str = "k-1") -> Principal:
     return Principal(
         issuer="corp",
         issuer_url="https://idp.example",
@@ -30,6 +30,7 @@ def principal(subject: str = "alice", jti: str | None = "t-1") -> Principal:
         kind="user",
         expires_at=time.time() + 600,
         token_id=jti,
+        key_id=kid,
     )
 
 
@@ -74,6 +75,7 @@ def test_revocation_reaches_another_process_within_a_second(fleets: Callable[...
     [
         ("jti", "t-1", principal("alice", "t-1"), principal("alice", "t-2")),
         ("sub", "alice", principal("alice"), principal("bob")),
+        ("kid", "k-1", principal("alice", kid="k-1"), principal("alice", kid="k-2")),
         ("iss", "corp", principal("anyone"), None),
     ],
 )

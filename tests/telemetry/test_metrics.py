@@ -173,7 +173,7 @@ def test_key_fetches_count_a_successful_and_a_failed_refresh(
 
     local_issuer.failure = 503
     new_key = local_issuer.rotate()  # a kid the verifier has never seen
-    clock.advance(KeyPolicy().cooldown)  # past the cooldown: the unknown kid may refetch
+    clock.advance(KeyPolicy().min_refetch)  # the unknown kid may cause a fetch
     jwks_before = local_issuer.requests["/jwks.json"]
     refused = iam.decide(bearer(local_issuer.mint(key=new_key, groups=["admins"])))
     assert local_issuer.requests["/jwks.json"] == jwks_before + 1
@@ -185,6 +185,18 @@ def test_key_fetches_count_a_successful_and_a_failed_refresh(
         attrs(issuer="corp", outcome="failed"): 1,
     }
     assert of(found, VERIFY)[attrs(outcome="keys_unavailable")] == 1
+
+
+def test_a_key_set_over_its_cap_is_counted_as_over_limit(
+    iam: IAMScope, reader: InMemoryMetricReader, local_issuer: LocalIssuer
+) -> None:
+    for _ in range(KeyPolicy().max_keys + 1):
+        local_issuer.add_key("ES256")
+    refused = iam.decide(bearer(local_issuer.mint(groups=["admins"])))
+    assert refused.error is not None and refused.error.code == "keys_unavailable"
+    assert of(points(reader.get_metrics_data()), FETCHES) == {
+        attrs(issuer="corp", outcome="over_limit"): 1
+    }
 
 
 def test_policy_reloads_count_accepted_and_refused(

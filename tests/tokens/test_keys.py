@@ -76,7 +76,7 @@ def test_rotation_new_kid_fetched_old_keys_stay(
 def test_retired_key_verifies_during_grace_then_not(
     local_issuer: LocalIssuer, clock: FakeClock
 ) -> None:
-    policy = KeyPolicy(cooldown=10, grace=100)
+    policy = KeyPolicy(removed_key_grace=100)
     verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock, key_policy=policy)
     old_token = local_issuer.mint(exp=clock.now + 3600)
     assert verifier.verify(old_token)
@@ -88,25 +88,36 @@ def test_retired_key_verifies_during_grace_then_not(
     clock.advance(60)
     local_issuer.rotate("ES256")
     assert verifier.verify(local_issuer.mint(alg="ES256", exp=clock.now + 60))  # a merge
+    with pytest.raises(errors.KeysUnavailable):
+        verifier.verify(old_token)  # retired; its kid not looked for since: cannot say 401
+    clock.advance(policy.min_refetch)
     with pytest.raises(errors.KeyNotFound):
-        verifier.verify(old_token)
+        verifier.verify(old_token)  # looked for, not there
 
 
-def test_unknown_kid_flood_costs_one_fetch_per_cooldown(
+def test_unknown_kid_flood_costs_one_fetch_per_min_refetch(
     local_issuer: LocalIssuer, clock: FakeClock
 ) -> None:
-    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
+    verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock, background=False)
+    interval = KeyPolicy().min_refetch
+    assert interval <= 1  # contract 9: unknown kids are refetched promptly
     assert verifier.verify(local_issuer.mint(exp=clock.now + 600))
     assert local_issuer.requests[JWKS] == 1
-    for i in range(200):
-        with pytest.raises(errors.KeyNotFound):
-            verifier.verify(local_issuer.mint(headers={"kid": f"random-{i}"}, exp=clock.now + 60))
-    assert local_issuer.requests[JWKS] == 1  # all inside the first cooldown
-    clock.advance(31)
-    for i in range(200):
-        with pytest.raises(errors.KeyNotFound):
-            verifier.verify(local_issuer.mint(headers={"kid": f"again-{i}"}, exp=clock.now + 60))
-    assert local_issuer.requests[JWKS] == 2
+    for round_ in range(3):
+        answers = []
+        for i in range(200):
+            token = local_issuer.mint(headers={"kid": f"random-{round_}-{i}"}, exp=clock.now + 60)
+            with pytest.raises((errors.KeyNotFound, errors.KeysUnavailable)) as info:
+                verifier.verify(token)
+            answers.append(info.value)
+        # One fetch per interval, whatever the kids; 401 only for the kid that fetch was
+        # made for, the others 503 (the library could not look) with a Retry-After.
+        assert local_issuer.requests[JWKS] == 1 + round_
+        assert sum(isinstance(a, errors.KeyNotFound) for a in answers) == (1 if round_ else 0)
+        for answer in answers:
+            if isinstance(answer, errors.KeysUnavailable):
+                assert answer.retry_after is not None and 0 <= answer.retry_after <= interval
+        clock.advance(interval)
 
 
 def test_a_kid_found_missing_is_remembered(local_issuer: LocalIssuer, clock: FakeClock) -> None:
@@ -117,10 +128,14 @@ def test_a_kid_found_missing_is_remembered(local_issuer: LocalIssuer, clock: Fak
     with pytest.raises(errors.KeyNotFound):
         verifier.verify(token)
     fetched = local_issuer.requests[JWKS]
-    clock.advance(31)  # cooldown over, but the ghost kid was just found missing
+    clock.advance(0.5)  # inside min_refetch: a fresh JWKS lacked it, still 401
     with pytest.raises(errors.KeyNotFound):
         verifier.verify(token)
     assert local_issuer.requests[JWKS] == fetched
+    clock.advance(0.6)  # remembered no longer than min_refetch: looked for again
+    with pytest.raises(errors.KeyNotFound):
+        verifier.verify(token)
+    assert local_issuer.requests[JWKS] == fetched + 1
 
 
 def test_outage_at_start_is_keys_unavailable_not_bad_token(
@@ -170,16 +185,16 @@ def test_unreachable_issuer_is_keys_unavailable() -> None:
 
 def test_slow_issuer_times_out_as_keys_unavailable(local_issuer: LocalIssuer) -> None:
     local_issuer.delay = 1.0
-    verifier = TokenVerifier([local_issuer.issuer_config()], key_policy=KeyPolicy(timeout=0.2))
+    verifier = TokenVerifier(
+        [local_issuer.issuer_config()], key_policy=KeyPolicy(fetch_timeout=0.2)
+    )
     with pytest.raises(errors.KeysUnavailable):
         verifier.verify(local_issuer.mint())
 
 
 def test_oversized_key_document_is_refused(local_issuer: LocalIssuer) -> None:
     local_issuer.discovery_overrides = {"padding": "x" * 4096}
-    verifier = TokenVerifier(
-        [local_issuer.issuer_config()], key_policy=KeyPolicy(max_response_bytes=1024)
-    )
+    verifier = TokenVerifier([local_issuer.issuer_config()], key_policy=KeyPolicy(max_bytes=1024))
     with pytest.raises(errors.KeysUnavailable):
         verifier.verify(local_issuer.mint())
 
@@ -237,6 +252,7 @@ def test_async_shell_outage_and_flood(local_issuer: LocalIssuer, clock: FakeCloc
     async def main() -> None:
         verifier = AsyncTokenVerifier([local_issuer.issuer_config()], clock=clock)
         assert await verifier.verify(local_issuer.mint(exp=clock.now + 600))
+        clock.advance(KeyPolicy().min_refetch)  # the next fetch requests may cause
         results = await asyncio.gather(
             *(
                 verifier.verify(local_issuer.mint(headers={"kid": f"k{i}"}, exp=clock.now + 60))
@@ -244,7 +260,8 @@ def test_async_shell_outage_and_flood(local_issuer: LocalIssuer, clock: FakeCloc
             ),
             return_exceptions=True,
         )
-        assert all(isinstance(r, errors.KeyNotFound) for r in results)
+        # All joined one fetch made after they asked: each kid was looked for, 401.
+        assert all(isinstance(r, errors.KeyNotFound) for r in results), results
         local_issuer.failure = 503
         clock.advance(31)
         with pytest.raises(errors.KeysUnavailable):
@@ -252,7 +269,7 @@ def test_async_shell_outage_and_flood(local_issuer: LocalIssuer, clock: FakeCloc
         await verifier.aclose()
 
     asyncio.run(main())
-    assert local_issuer.requests[JWKS] == 2
+    assert local_issuer.requests[JWKS] == 3
 
 
 def test_shells_share_one_core(local_issuer: LocalIssuer) -> None:
@@ -368,23 +385,24 @@ def test_unsafe_kids_are_never_put_in_a_key_url(local_issuer: LocalIssuer, kid: 
     assert verifier.verify(local_issuer.mint(alg="ES256", aud=None, headers={"signer": signer}))
 
 
-def test_a_new_kid_seen_during_the_cooldown_is_not_blacklisted(
+def test_a_new_kid_seen_inside_the_interval_is_503_not_401(
     local_issuer: LocalIssuer, clock: FakeClock
 ) -> None:
     verifier = TokenVerifier([local_issuer.issuer_config()], clock=clock)
     assert verifier.verify(local_issuer.mint(exp=clock.now + 9000))
     new_key = local_issuer.rotate("RS256")  # published right after our fetch
     token = local_issuer.mint(key=new_key, exp=clock.now + 9000)
-    with pytest.raises(errors.KeyNotFound):
-        verifier.verify(token)  # inside the cooldown: no fetch yet
-    clock.advance(31)
+    with pytest.raises(errors.KeysUnavailable) as info:
+        verifier.verify(token)  # inside min_refetch: the library could not look yet
+    assert info.value.retry_after is not None and info.value.retry_after <= 1
+    clock.advance(1)
     assert verifier.verify(token).subject == "user-1"  # fetched now, not remembered as missing
 
 
 # --- found in review: outages, hangs and crashes that must stay typed -------------------
 
 
-def test_cancelled_refresh_does_not_blacklist_a_new_kid(
+def test_a_cancelled_request_does_not_abandon_the_fetch(
     local_issuer: LocalIssuer, clock: FakeClock
 ) -> None:
     async def main() -> None:
@@ -400,11 +418,9 @@ def test_cancelled_refresh_does_not_blacklist_a_new_kid(
         first.cancel()  # the client went away mid-fetch
         results = await asyncio.gather(first, second, return_exceptions=True)
         assert isinstance(results[0], asyncio.CancelledError)
-        # The waiter learns the refresh never finished: an outage, not an unknown key.
-        assert isinstance(results[1], errors.KeysUnavailable)
-        local_issuer.delay = 0
-        clock.advance(6)
-        assert (await verifier.verify(token)).subject == "user-1"
+        # The fetch belongs to no request: it finishes, and the waiter gets its keys.
+        assert results[1].subject == "user-1"  # type: ignore[union-attr]
+        assert local_issuer.requests[JWKS] == 2
         await verifier.aclose()
 
     asyncio.run(main())
@@ -448,14 +464,14 @@ def test_a_dripping_key_server_cannot_hang_verification(local_issuer: LocalIssue
     url, stop = _drip_server()
     try:
         cfg = local_issuer.issuer_config(jwks_uri=url)
-        verifier = TokenVerifier([cfg], key_policy=KeyPolicy(timeout=0.6))
+        verifier = TokenVerifier([cfg], key_policy=KeyPolicy(fetch_timeout=0.6))
         started = time.monotonic()
         with pytest.raises(errors.KeysUnavailable):
             verifier.verify(local_issuer.mint())
         assert time.monotonic() - started < 3
 
         async def main() -> None:
-            averifier = AsyncTokenVerifier([cfg], key_policy=KeyPolicy(timeout=0.6))
+            averifier = AsyncTokenVerifier([cfg], key_policy=KeyPolicy(fetch_timeout=0.6))
             with pytest.raises(errors.KeysUnavailable):
                 await averifier.verify(local_issuer.mint())
             await averifier.aclose()
@@ -557,10 +573,11 @@ def test_unknown_pem_kid_is_key_not_found_not_an_outage(
     )
     with pytest.raises(errors.KeyNotFound):
         verifier.verify(ghost)
-    clock.advance(31)
-    with pytest.raises(errors.KeyNotFound):  # remembered: no second fetch for it
+    clock.advance(0.5)
+    with pytest.raises(errors.KeyNotFound):  # remembered for min_refetch: no second fetch
         verifier.verify(ghost)
     assert local_issuer.requests["/pem/0f0e-ghost"] == 1
+    clock.advance(1)  # requests cause one fetch per min_refetch, whatever the kid
     good = local_issuer.mint(alg="ES256", aud=None, headers={"signer": signer}, exp=clock.now + 600)
     assert verifier.verify(good).subject == "user-1"
 

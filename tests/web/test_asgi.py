@@ -177,7 +177,8 @@ def test_key_outage_is_503_not_401(iam: IAMScope, local_issuer: LocalIssuer) -> 
     local_issuer.failure = 503
     response = get(make_app(iam), "/whoami", local_issuer.mint())
     assert response.status_code == 503
-    assert response.headers["retry-after"] == "5"
+    # The next fetch a request may cause: within the issuer's min_refetch (1 s).
+    assert response.headers["retry-after"] == "1"
     assert "www-authenticate" not in response.headers
     assert problem(response)["code"] == "keys_unavailable"
 
@@ -479,3 +480,28 @@ def test_a_revocation_during_resolution_is_not_missed(
     again = iam.decide(headers)
     assert not again.allowed and again.error is not None and again.error.code == "token_revoked"
     assert iam.hit(headers) is None
+
+
+def test_lifespan_starts_and_stops_the_key_refresher(
+    iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    app = make_app(iam)
+    seen: list[bool] = []
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive() -> dict[str, Any]:
+        seen.append(iam.verifier.refreshing)  # before startup, then while running
+        if len(messages) == 1:  # started: the keys are prefetched, no request needed
+            for _ in range(100):
+                if local_issuer.requests["/jwks.json"]:
+                    break
+                await asyncio.sleep(0.05)
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    assert seen == [False, True]
+    assert not iam.verifier.refreshing
+    assert local_issuer.requests["/jwks.json"] == 1
