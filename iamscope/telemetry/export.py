@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry import trace
@@ -213,20 +214,74 @@ def configure(
     resource: Resource | None = None,
     set_global: bool = True,
     metrics: Metrics | None = None,
+    provider: TracerProvider | None = None,
 ) -> TracerProvider:
-    """A TracerProvider with the ownership processor and the configured exporter
-    (batched). Users who configure OpenTelemetry themselves skip this and add
-    :class:`OwnershipSpanProcessor` (and, if they like, :func:`build_exporter`'s
-    exporter) to their own provider."""
+    """The ownership processor and the configured exporter (batched) on a TracerProvider.
+
+    * ``provider=``: added to that provider.
+    * Else, with ``set_global`` (the default) and an SDK TracerProvider already global
+      (``opentelemetry-instrument``, or your own set-up): added to it. OpenTelemetry
+      refuses to replace a global provider, and keeping it keeps its resource, sampler
+      and instrumentations.
+    * Else a new provider (resource from ``OTEL_SERVICE_NAME`` /
+      ``OTEL_RESOURCE_ATTRIBUTES``), made global only with ``set_global``.
+
+    A provider is configured once: a second call for it changes nothing and says so.
+    """
     if settings is None:
         settings = TelemetrySettings()
     elif not isinstance(settings, TelemetrySettings):
         settings = TelemetrySettings.from_mapping(settings)
+    if provider is None and set_global:
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            provider = current
+    if provider is not None:
+        if resource is not None:
+            log.warning("iamscope: the tracer provider exists, so resource= is not applied")
+        _attach(provider, settings, metrics, existing=True)
+        return provider
     provider = TracerProvider(resource=resource or Resource.create())
-    provider.add_span_processor(OwnershipSpanProcessor())
-    exporter = build_exporter(settings, metrics=metrics)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    _attach(provider, settings, metrics, existing=False)
     if set_global:
         trace.set_tracer_provider(provider)
     return provider
+
+
+# Providers iamscope has added its processors to: a second configure() must not stamp
+# and export every span twice.
+_configured: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
+_configured_lock = threading.Lock()
+
+
+def _attach(
+    provider: TracerProvider,
+    settings: TelemetrySettings,
+    metrics: Metrics | None,
+    *,
+    existing: bool,
+) -> None:
+    exporter = build_exporter(settings, metrics=metrics)  # a ConfigError before any change
+    with _configured_lock:
+        if provider in _configured:
+            log.warning("iamscope: telemetry is already configured on this tracer provider")
+            if exporter is not None:
+                exporter.shutdown()
+            return
+        _configured.add(provider)
+    provider.add_span_processor(OwnershipSpanProcessor())
+    if exporter is None:
+        return
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    standard = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if existing and standard not in ("", "none"):
+        # The provider's own exporter (opentelemetry-instrument's, from this variable)
+        # still sends every span, unrouted: each span would leave twice.
+        log.warning(
+            "iamscope: OTEL_TRACES_EXPORTER=%s exports every span beside iamscope's %s "
+            "exporter, so spans leave twice. Set OTEL_TRACES_EXPORTER=none to export "
+            "only through iamscope (routed by owner), or telemetry.exporter: none to keep "
+            "the standard exporter alone.",
+            standard,
+            settings.exporter,
+        )
