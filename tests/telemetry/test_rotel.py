@@ -1,0 +1,47 @@
+"""The collector fixture itself: what an OTLP exporter sends reaches rotel and is read
+back whole (name, kind, parent, typed attributes, resource), over HTTP and gRPC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPC
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTP
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from tests.telemetry._rotel import Rotel, parse, value
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_spans_reach_rotel_and_are_read_back(protocol: str, tmp_path: Path) -> None:
+    with Rotel(tmp_path) as rotel:
+        exporter = (
+            HTTP(endpoint=rotel.http_endpoint)
+            if protocol == "http"
+            else GRPC(endpoint=rotel.grpc_endpoint, insecure=True)
+        )
+        provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer("t")
+        with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER) as server:
+            server.set_attributes({"user.roles": ("a", "b"), "n": 3, "ok": True, "f": 1.5})
+            tracer.start_span("child").end()
+        provider.shutdown()
+        spans = {s.name: s for s in rotel.wait_for(lambda found: len(found) >= 2)}
+    assert set(spans) == {"GET /x", "child"}
+    top, child = spans["GET /x"], spans["child"]
+    assert top.kind == "SPAN_KIND_SERVER" and child.kind == "SPAN_KIND_INTERNAL"
+    assert child.parent_id == top.span_id and child.trace_id == top.trace_id
+    assert top.attributes == {"user.roles": ("a", "b"), "n": 3, "ok": True, "f": 1.5}
+    assert top.resource["service.name"] == "svc"
+
+
+def test_the_parser_reads_every_value_kind() -> None:
+    assert value("Str(a, b)") == "a, b"
+    assert value("Slice(Str(x), Str(y, z))") == ("x", "y, z")
+    assert value("Int(-4)") == -4 and value("Bool(false)") is False
+    assert parse("") == []
