@@ -81,14 +81,21 @@ class Rotel:
         command = [
             str(agent_path()),
             "start",
-            "--exporter", "blackhole",  # fmt: skip
-            "--debug-log", "traces",  # fmt: skip
-            "--debug-log-verbosity", "detailed",  # fmt: skip
+            "--exporter",
+            "blackhole",
+            "--debug-log",
+            "traces",
+            "--debug-log-verbosity",
+            "detailed",
             "--disable-batching",  # spans appear as they arrive
-            "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",  # fmt: skip
-            "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",  # fmt: skip
-            "--pid-file", str(self.directory / "rotel.pid"),  # fmt: skip
-            "--log-file", str(self.directory / "rotel.log"),  # fmt: skip
+            "--otlp-grpc-endpoint",
+            f"127.0.0.1:{self.grpc_port}",
+            "--otlp-http-endpoint",
+            f"127.0.0.1:{self.http_port}",
+            "--pid-file",
+            str(self.directory / "rotel.pid"),
+            "--log-file",
+            str(self.directory / "rotel.log"),
         ]
         with self.output.open("wb") as out:
             self._process = subprocess.Popen(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPC
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTP
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -20,9 +20,9 @@ from tests.telemetry._rotel import Rotel, parse, value
 def test_spans_reach_rotel_and_are_read_back(protocol: str, tmp_path: Path) -> None:
     with Rotel(tmp_path) as rotel:
         exporter = (
-            HTTP(endpoint=rotel.http_endpoint)
+            HTTPExporter(endpoint=rotel.http_endpoint)
             if protocol == "http"
-            else GRPC(endpoint=rotel.grpc_endpoint, insecure=True)
+            else GRPCExporter(endpoint=rotel.grpc_endpoint, insecure=True)
         )
         provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
