@@ -101,32 +101,17 @@ class Rotel:
             self._process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory
             )
-        deadline = time.monotonic() + STARTUP_WAIT
-        while not self._listening():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"rotel did not start: {self.output.read_text()[-2000:]}")
-            time.sleep(0.05)
+        try:
+            wait_listening(self._process, (self.http_port, self.grpc_port), self.output)
+        except RuntimeError:
+            self.stop()
+            raise
         return self
-
-    def _listening(self) -> bool:
-        for port in (self.http_port, self.grpc_port):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            except OSError:
-                return False
-        return True
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            stop_by_pid(process, signal.SIGTERM)
 
     def __enter__(self) -> Rotel:
         return self.start()
@@ -155,6 +140,41 @@ class Rotel:
             if done(found) or time.monotonic() > deadline:
                 return found
             time.sleep(0.1)
+
+
+def wait_listening(
+    process: subprocess.Popen[bytes],
+    ports: tuple[int, ...],
+    output: Path,
+    timeout: float = STARTUP_WAIT,
+) -> None:
+    """Returns once every port accepts connections on 127.0.0.1; RuntimeError (with the
+    process's output) if it exits or ``timeout`` runs out first."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{process.args!r} did not start:\n{output.read_text()[-4000:]}"
+                    ) from None
+                time.sleep(0.05)
+
+
+def stop_by_pid(process: subprocess.Popen[bytes], first: signal.Signals) -> None:
+    """``first`` (SIGTERM, or SIGINT for servers that flush on Ctrl-C) to this process
+    id, then SIGKILL if it has not exited within 30 s."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, first)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def parse(text: str) -> list[ReceivedSpan]:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +29,7 @@ import httpx
 import pytest
 
 from iamscope.testing import LocalIssuer
-from tests.telemetry._rotel import ReceivedSpan, Rotel, free_port
+from tests.telemetry._rotel import ReceivedSpan, Rotel, free_port, stop_by_pid, wait_listening
 from tests.test_asgi import POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,29 +127,6 @@ def serve(framework: str, port: int, config: Path, tmp: Path) -> subprocess.Pope
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_WAIT
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not start:\n{log.read_text()}") from None
-            time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C: every one of these servers exits cleanly on it, flushing its spans."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def of(spans: list[ReceivedSpan], service: str) -> list[ReceivedSpan]:
     return [s for s in spans if s.resource.get("service.name") == service]
 
@@ -168,7 +143,7 @@ def test_opentelemetry_instrument_puts_identity_on_spans_and_routes_them_by_owne
     process = serve(framework, port, config, tmp_path)
     log = tmp_path / f"{framework}.log"
     try:
-        wait_listening(process, port, log)
+        wait_listening(process, (port,), log, timeout=STARTUP_WAIT)
         sales = local_issuer.mint(groups=["sales-east"], sub="alice")
         admin = local_issuer.mint(groups=["admins"], sub="root")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -197,7 +172,7 @@ def test_opentelemetry_instrument_puts_identity_on_spans_and_routes_them_by_owne
             )
         )
     finally:
-        stop(process)
+        stop_by_pid(process, signal.SIGINT)  # Ctrl-C: each of these servers flushes on it
     output = log.read_text()
     assert "Overriding of current TracerProvider is not allowed" not in output
     assert "no server span carried" not in output  # nothing to warn about
