@@ -1,8 +1,10 @@
 """Export presets over OTLP, routing by owning team, and a one-call set-up.
 
-Every preset is OTLP plus headers (contract 6): ``lightstep`` is its ingest endpoint and
-the ``lightstep-access-token`` header; ``otlp`` is whatever the standard
-``OTEL_EXPORTER_OTLP_*`` variables say; ``console`` prints; ``none`` exports nothing.
+Every preset is OTLP plus headers (contract 6), so any OTLP backend works: ``lightstep``
+is the ``lightstep-access-token`` header and, unless an endpoint is configured or set by
+the standard ``OTEL_EXPORTER_OTLP_*`` variables, Lightstep's US ingest; ``otlp`` is
+whatever the config and the standard variables say; ``console`` prints; ``none`` exports
+nothing. The headers of ``OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`` go with every preset.
 Project tokens come from environment variables named in the config, never from the file.
 
 :class:`RoutingSpanExporter` splits each batch by ``iamscope.owner.team`` (falling back
@@ -171,12 +173,27 @@ def _otlp_factory(
         )
         if token is not None:
             headers[token[0]] = token[1]
-        endpoint = project.endpoint or settings.endpoint
+        # The config's endpoint, then the standard variables, then the preset's own: a
+        # lightstep preset pointed elsewhere by OTEL_EXPORTER_OTLP_* goes there.
+        endpoint = project.endpoint or settings.endpoint or standard_endpoint(env, grpc=grpc)
         if endpoint is None and lightstep:
             endpoint = LIGHTSTEP_GRPC if grpc else LIGHTSTEP_HTTP
         return _otlp(grpc, endpoint, headers or None)
 
     return make
+
+
+def standard_endpoint(env: Mapping[str, str], *, grpc: bool) -> str | None:
+    """Where the standard variables send traces, as the OTLP exporters read them:
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as is, else ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    (plus ``/v1/traces`` over HTTP); None when neither is set."""
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if not base:
+        return None
+    return base if grpc else base.rstrip("/") + "/v1/traces"
 
 
 def _env_headers(env: Mapping[str, str]) -> dict[str, str]:

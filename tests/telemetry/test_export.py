@@ -247,7 +247,42 @@ def test_missing_secrets_refuse_to_build(monkeypatch: pytest.MonkeyPatch) -> Non
         build_exporter(TelemetrySettings.from_mapping(otlp))
 
 
-def test_lightstep_preset_defaults_to_its_ingest_endpoint() -> None:
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+)
+def test_the_lightstep_preset_follows_the_standard_variables_too(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lightstep is only OTLP + a header: pointed at another backend (an EU ingest, a
+    # collector, a successor product) by the standard variables, it goes there.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-org=acme")
+    with OTLPHTTPReceiver() as receiver:
+        value = receiver.endpoint
+        if variable == "OTEL_EXPORTER_OTLP_ENDPOINT":
+            value = value.removesuffix("/v1/traces")
+        monkeypatch.setenv(variable, value)
+        provider = configure({"exporter": "lightstep"}, set_global=False)
+        provider.get_tracer("t").start_span("s").end()
+        provider.force_flush()
+        assert receiver.wait_for(1)
+        provider.shutdown()
+    (received,) = receiver.received
+    assert received.headers["lightstep-access-token"] == "tok-default"
+    assert received.headers["x-org"] == "acme"
+
+
+def test_a_configured_endpoint_wins_over_the_standard_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    settings = TelemetrySettings(exporter="lightstep", endpoint="https://eu.example/v1/traces")
+    exporter = build_exporter(settings)
+    assert exporter._endpoint == "https://eu.example/v1/traces"  # type: ignore[attr-defined]
+
+
+def test_lightstep_preset_defaults_to_its_ingest_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        monkeypatch.delenv(variable, raising=False)
     exporter = build_exporter(TelemetrySettings(exporter="lightstep"))
     assert exporter is not None
     assert exporter._endpoint == "https://ingest.lightstep.com/traces/otlp/v0.9"  # type: ignore[attr-defined]
