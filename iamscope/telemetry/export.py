@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from iamscope.errors import ConfigError
-from iamscope.telemetry.metrics import Metrics
+from iamscope.telemetry.metrics import ERROR_TYPE, Metrics
 from iamscope.telemetry.settings import (
     LIGHTSTEP_HEADER,
     Project,
@@ -87,24 +87,25 @@ class RoutingSpanExporter(SpanExporter):
         result = SpanExportResult.SUCCESS
         for team, part in parts.items():
             exporter = self.routes[team] if team else self.default
+            error = "export_failed"  # the exporter said so (it logs why)
             try:
                 outcome = exporter.export(part)
-            except Exception:  # an exporter bug must not reach the app or the other teams
+            except Exception as exc:  # an exporter bug must not reach the app or other teams
                 log.exception("iamscope: exporting spans for %r raised", team or "default")
-                outcome = SpanExportResult.FAILURE
+                outcome, error = SpanExportResult.FAILURE, _qualified_name(type(exc))
             if outcome is not SpanExportResult.SUCCESS:
                 result = SpanExportResult.FAILURE
-                self._failed(team, len(part))
+                self._failed(team, len(part), error)
         return result
 
-    def _failed(self, team: str, count: int) -> None:
+    def _failed(self, team: str, count: int, error: str) -> None:
         with self._lock:
             self.failed[team] = self.failed.get(team, 0) + count
         log.warning(
             "iamscope: %d spans for %r were not delivered", count, team or "the default project"
         )
         if self._metrics is not None:
-            self._metrics.export_failures.add(count, {OWNER: team or "default"})
+            self._metrics.export_failures.add(count, {OWNER: team or "default", ERROR_TYPE: error})
 
     def shutdown(self) -> None:
         for exporter in self._exporters():
@@ -125,6 +126,12 @@ class RoutingSpanExporter(SpanExporter):
 
     def _exporters(self) -> list[SpanExporter]:
         return [*self.routes.values(), self.default]
+
+
+def _qualified_name(kind: type) -> str:
+    """An exception type as ``error.type`` wants it: fully qualified."""
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
 def build_exporter(
