@@ -4,7 +4,6 @@ receiver on 127.0.0.1 (HTTP/protobuf and gRPC), decoded on arrival."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -132,15 +131,15 @@ def test_a_collector_outage_never_reaches_the_requests(
     provider = configure(lightstep(stopped_endpoint()), set_global=False)
     app = serve(iam, provider)
     token = local_issuer.mint(groups=["sales-east"])
-    started = time.monotonic()
     assert call(app, [token] * 20) == [200] * 20
-    assert time.monotonic() - started < 5  # export happens off the request path
     provider.force_flush()
     (processor,) = [
         p
         for p in provider._active_span_processor._span_processors
         if hasattr(p, "_batch_processor")
     ]
+    # The router sits behind a batching processor: export runs on its worker thread,
+    # never on the request path (a structural check, not a timed one).
     router = processor._batch_processor._exporter
     assert isinstance(router, RoutingSpanExporter)
     assert router.failed.get("sales", 0) == 40  # 20 server spans + 20 child spans
