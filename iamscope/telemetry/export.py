@@ -210,7 +210,10 @@ def _env_headers(env: Mapping[str, str]) -> dict[str, str]:
 
     for name in _HEADER_ENVS:
         if env.get(name):
-            return dict(parse_env_headers(env[name], liberal=True))
+            try:
+                return dict(parse_env_headers(env[name], liberal=True))
+            except TypeError:  # an SDK without `liberal`: values must be URL-encoded there
+                return dict(parse_env_headers(env[name]))
     return {}
 
 
