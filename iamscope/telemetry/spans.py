@@ -337,6 +337,8 @@ def refusal_span(
     which a refused request never reaches. Parented on the caller's trace context
     (``header`` reads a request header by lower-case name). Nothing when no SDK tracer
     provider is set; an error here is logged, never raised into the request."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return  # an instrumentation outside has this request's span: it chose not to sample
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return
@@ -366,12 +368,15 @@ def refusal_span(
 _warned = threading.Event()
 
 
-def warn_if_untraced() -> None:
+def warn_if_untraced(span: trace.Span) -> None:
     """One warning when a tracer provider is configured yet a request ended with no
-    server span carrying iamscope's verdict: none was recording when iamscope decided,
-    and the ownership processor has never seen one start inside a request."""
+    server span carrying iamscope's verdict: none was recording when iamscope decided
+    (``span``, the current one then), and the ownership processor has never seen one
+    start inside a request."""
     if _warned.is_set() or _inner_server_spans.is_set():
         return
+    if span.get_span_context().is_valid:
+        return  # there is a server span outside; it was not sampled
     provider: Any = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return
@@ -383,5 +388,6 @@ def warn_if_untraced() -> None:
         "FlaskInstrumentor / DjangoInstrumentor, in any order with iamscope), or the "
         "ownership processor is missing from the provider (iamscope.telemetry.configure() "
         "adds it to the provider you have; IAMSCOPE_CONFIG does it under "
-        "opentelemetry-instrument). See docs/telemetry.md."
+        "opentelemetry-instrument). A request the sampler dropped looks the same. "
+        "See docs/telemetry.md."
     )

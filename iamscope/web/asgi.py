@@ -99,7 +99,7 @@ class IAMScopeMiddleware:
             if stripped is not None:
                 otel_context.detach(stripped)
             if not recording and decision.cache != "hit":
-                warn_if_untraced()
+                warn_if_untraced(span)
 
     async def _decide(self, scope: Scope, method: str, path: str) -> Decision:
         headers = scope["headers"]

@@ -84,7 +84,7 @@ class IAMScopeWSGIMiddleware:
             if stripped is not None:
                 otel_context.detach(stripped)
             if not recording and decision.cache != "hit":
-                warn_if_untraced()
+                warn_if_untraced(span)
 
         started = False
 

@@ -158,3 +158,59 @@ def test_a_bad_config_under_the_hook_is_logged_never_raised(
     with caplog.at_level(logging.ERROR, logger="iamscope"):
         otel_post_instrument()  # the exporter cannot be built: nothing is installed
     assert "LS_ACCESS_TOKEN is not set" in caplog.text
+
+
+SAMPLED_OUT = """
+import json, logging, sys
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from iamscope import IAMScope, IAMScopeWSGIMiddleware
+from iamscope.policy import PolicyStore
+from iamscope.telemetry import configure
+from iamscope.testing import LocalIssuer
+from tests.test_asgi import POLICY
+
+class DropTheServerSpan(Sampler):  # what a ratio sampler does to some requests
+    def should_sample(self, parent_context, trace_id, name, *args, **kwargs):
+        return SamplingResult(Decision.DROP if name == "GET /" else Decision.RECORD_AND_SAMPLE)
+    def get_description(self):
+        return "drop GET /"
+
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+memory = InMemorySpanExporter()
+provider = TracerProvider(sampler=DropTheServerSpan())
+provider.add_span_processor(SimpleSpanProcessor(memory))
+trace.set_tracer_provider(provider)
+configure({"exporter": "none"})
+
+with LocalIssuer() as issuer:
+    iam = IAMScope([issuer.issuer_config("corp")], PolicyStore(POLICY), hash_key=b"k" * 32)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    inner = IAMScopeWSGIMiddleware(app, iam)
+
+    def outside(environ, start_response):  # an instrumentation wrapping iamscope
+        with trace.get_tracer("fw").start_as_current_span("GET /", kind=trace.SpanKind.SERVER):
+            return inner(environ, start_response)
+
+    with httpx.Client(transport=httpx.WSGITransport(app=outside), base_url="http://t") as c:
+        token = issuer.mint(groups=["sales-east"])
+        allowed = c.get("/", headers={"authorization": "Bearer " + token}).status_code
+        statuses = [allowed] + [c.get("/").status_code for _ in range(2)]
+    iam.close()
+spans = [s.name for s in memory.get_finished_spans()]
+print("RESULT", json.dumps({"statuses": statuses, "spans": spans}))
+"""
+
+
+def test_a_request_the_sampler_dropped_gets_no_span_of_iamscope_s_and_no_warning() -> None:
+    result, log = run(SAMPLED_OUT)
+    assert result == {"statuses": [200, 401, 401], "spans": []}
+    assert "no server span carried" not in log
