@@ -1,5 +1,7 @@
-"""Export end to end: iamscope's presets and routing exporter sending to a real OTLP
-receiver on 127.0.0.1 (HTTP/protobuf and gRPC), decoded on arrival."""
+"""Export end to end: iamscope's presets and routing exporter sending to a real
+collector (rotel: routing, compression, gRPC, what a collector decodes) and, where the
+request headers are the point (project tokens, the standard headers), to the in-repo
+OTLP receiver on 127.0.0.1 (HTTP/protobuf and gRPC), decoded on arrival."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +34,7 @@ from iamscope.telemetry.metrics import Metrics
 from iamscope.testing import LocalIssuer
 from tests._policy import POLICY
 from tests.telemetry._receiver import OTLPGRPCReceiver, OTLPHTTPReceiver, stopped_endpoint
+from tests.telemetry._rotel import Rotel
 from tests.telemetry.test_spans import ServerSpan
 
 TOKENS = {"LS_TOKEN_SALES": "tok-sales", "LS_TOKEN_PLATFORM": "tok-platform"}
@@ -128,6 +132,64 @@ def test_each_team_s_spans_reach_its_project_with_its_token(
     }
     denied = [s for s in receiver.spans() if s.attributes.get("iamscope.decision") == "deny"]
     assert [s.attributes["iamscope.code"] for s in denied] == ["token_missing"]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "compression"),
+    [("http/protobuf", "none"), ("http/protobuf", "gzip"), ("grpc", "gzip")],
+)
+def test_each_team_s_trace_reaches_its_own_collector_whole(
+    protocol: str,
+    compression: str,
+    iam: IAMScope,
+    local_issuer: LocalIssuer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A real collector (rotel) per project, decoding what iamscope's exporters send.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", compression)
+    with Rotel(tmp_path / "sales") as sales, Rotel(tmp_path / "default") as default:
+
+        def endpoint(rotel: Rotel) -> str:
+            return rotel.http_endpoint if protocol == "http/protobuf" else rotel.grpc_endpoint
+
+        settings = {
+            "exporter": "otlp",
+            "protocol": protocol,
+            "projects": {"sales": {"endpoint": endpoint(sales)}},
+            "default_project": {"endpoint": endpoint(default)},
+        }
+        provider = configure(settings, set_global=False)
+        app = serve(iam, provider)
+        seller = local_issuer.mint(groups=["sales-east"])
+        admin = local_issuer.mint(groups=["admins"])
+        assert call(app, [seller, admin, None]) == [200, 200, 401]
+        assert provider.force_flush()
+        to_sales = sales.wait_for(lambda found: len(found) >= 2)
+        to_default = default.wait_for(lambda found: len(found) >= 3)
+        provider.shutdown()
+    assert sorted((s.name, s.kind) for s in to_sales) == [
+        ("GET /work", "SPAN_KIND_SERVER"),
+        ("query", "SPAN_KIND_INTERNAL"),
+    ]
+    assert {s.attributes["iamscope.owner.team"] for s in to_sales} == {"sales"}
+    assert len({s.trace_id for s in to_sales}) == 1  # the trace, whole
+    server = next(s for s in to_sales if s.name == "GET /work")
+    assert server.attributes["user.roles"] == ("analyst",)
+    assert server.attributes["iamscope.decision"] == "allow"
+    verdicts = sorted(
+        (
+            s.name,
+            s.attributes.get("iamscope.owner.team", ""),
+            s.attributes.get("iamscope.code", ""),
+        )
+        for s in to_default
+    )
+    assert verdicts == [
+        ("GET /work", "", "token_missing"),
+        ("GET /work", "platform", ""),
+        ("query", "platform", ""),
+    ]
 
 
 def test_a_collector_outage_never_reaches_the_requests(
