@@ -4,8 +4,14 @@ request.
 The identity attributes of a principal (``user.hash``, ``user.roles``, issuer, kind,
 owner team, policy version) are built once, when its token is first verified, and
 cached with it: a cache hit only adds the three per-request attributes (decision,
-decision id, cache). Nothing here reads inbound baggage or headers: identity comes only
-from the verified token.
+decision id, cache). Nothing here reads identity from inbound baggage or headers: it
+comes only from the verified token (a refusal's own span takes just the caller's trace
+context from the headers, as any server instrumentation does).
+
+The server span is found wherever the framework's instrumentation starts it: recording
+around the middleware (tagged there), started inside the request (tagged by the
+ownership processor), or absent for a refusal (one of iamscope's own). Attributes are
+written through a version-gated fast path (:func:`put`).
 """
 
 from __future__ import annotations
@@ -34,11 +40,16 @@ if TYPE_CHECKING:
     from iamscope.tokens.principal import Principal
 
 __all__ = [
+    "FAST_PATH_ENV",
+    "FAST_PATH_SDK",
     "OwnershipSpanProcessor",
     "TraceOwners",
     "identity_attributes",
+    "refusal_span",
+    "sdk_version_supported",
     "strip_inbound_baggage",
     "trace_owners",
+    "use_fast_path",
 ]
 
 log = logging.getLogger("iamscope")
