@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from iamscope.testing import LocalIssuer
+from tests._policy import POLICY
 from tests.telemetry._rotel import ReceivedSpan, Rotel, free_port, stop_by_pid, wait_listening
-from tests.test_asgi import POLICY
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -31,7 +31,7 @@ from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware
 from iamscope.policy import PolicyStore
 from iamscope.telemetry import configure
 from iamscope.testing import LocalIssuer
-from tests.test_asgi import POLICY
+from tests._policy import POLICY
 
 logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
 memory = InMemorySpanExporter()
@@ -172,7 +172,7 @@ from iamscope import IAMScope, IAMScopeWSGIMiddleware
 from iamscope.policy import PolicyStore
 from iamscope.telemetry import configure
 from iamscope.testing import LocalIssuer
-from tests.test_asgi import POLICY
+from tests._policy import POLICY
 
 class DropTheServerSpan(Sampler):  # what a ratio sampler does to some requests
     def should_sample(self, parent_context, trace_id, name, *args, **kwargs):

@@ -24,7 +24,7 @@ from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware
 from iamscope.policy import PolicyStore
 from iamscope.telemetry import configure
 from iamscope.testing import LocalIssuer
-from tests.test_asgi import POLICY
+from tests._policy import POLICY
 
 memory = InMemorySpanExporter()
 provider = TracerProvider()
