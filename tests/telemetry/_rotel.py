@@ -12,6 +12,9 @@ headers keep the in-repo receivers (``_receiver.py``).
         ...
         spans = collector.wait_for(lambda spans: len(spans) >= 2)
 
+or, as a fixture, ``from tests.telemetry._rotel import rotel`` in a test module (or a
+conftest.py) and take ``rotel`` as an argument: one collector per test, in its tmp_path.
+
 Stopped by its process id (SIGTERM, then SIGKILL), never by name.
 """
 
@@ -23,11 +26,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import pytest
 
 STARTUP_WAIT = 30.0  # seconds: a cold start on a loaded 2-core machine
 _VALUE = re.compile(r"(Str|Int|Bool|Double|Bytes)\((.*?)\)(?=, (?:Str|Int|Bool|Double|Bytes)\(|$)")
@@ -43,6 +48,13 @@ class ReceivedSpan:
     attributes: dict[str, Any] = field(default_factory=dict)
     resource: dict[str, Any] = field(default_factory=dict)
     scope: str = ""
+
+
+@pytest.fixture
+def rotel(tmp_path: Path) -> Iterator[Rotel]:
+    """A running collector for one test, stopped after it."""
+    with Rotel(tmp_path / "rotel") as collector:
+        yield collector
 
 
 def agent_path() -> Path:
