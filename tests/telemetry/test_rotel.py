@@ -3,6 +3,9 @@ back whole (name, kind, parent, typed attributes, resource), over HTTP and gRPC.
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
