@@ -55,5 +55,7 @@ def test_rotel_listens_on_loopback_only_and_stops_by_its_pid(tmp_path: Path) -> 
         assert process is not None and process.poll() is None
         assert collector.http_endpoint.startswith("http://127.0.0.1:")
     assert process.poll() is not None  # exited: stopped by its process id
-    with socket.socket() as probe:  # its port is free again
+    with socket.socket() as probe:  # nothing listens on its port any more
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
         probe.bind(("127.0.0.1", collector.http_port))
+        probe.listen()
