@@ -10,6 +10,7 @@ policy block is carried as a mapping for the policy loader.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from iamscope.engine.cache import CacheSettings
 from iamscope.errors import ConfigError
 from iamscope.fleet.settings import SharedSettings
 from iamscope.gateway.settings import GatewaySettings
+from iamscope.telemetry.export import configure
 from iamscope.telemetry.settings import TelemetrySettings
 from iamscope.tokens.issuer import IssuerConfig, issuers_from_config
 
@@ -88,3 +90,28 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
         ),
         source=source,
     )
+
+
+#: ``off`` keeps :func:`otel_post_instrument` from touching OpenTelemetry.
+AUTO_ENV = "IAMSCOPE_OTEL_AUTO"
+
+
+def otel_post_instrument() -> None:
+    """Run by ``opentelemetry-instrument`` once it has set up the SDK and instrumented the
+    frameworks (the ``opentelemetry_post_instrument`` entry point). With
+    ``IAMSCOPE_CONFIG`` set, the file's ``telemetry`` block goes onto the global tracer
+    provider (:func:`iamscope.telemetry.configure`): identity on every span and routing
+    by owner, with no code in the application.
+
+    It lives here, not in telemetry, because it reads the config file. A bad file is
+    logged, not raised: the application's own ``IAMScope.from_config()`` refuses it
+    loudly, and an instrumentation hook must not be what stops a process."""
+    path = os.environ.get(ENV_VAR)
+    if not path or os.environ.get(AUTO_ENV, "").strip().lower() in {"off", "0", "false"}:
+        return
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return
+    try:
+        configure(load_config(path).telemetry)
+    except ConfigError as exc:
+        logging.getLogger("iamscope").error("iamscope: telemetry not configured: %s", exc)

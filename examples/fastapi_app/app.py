@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from opentelemetry import trace
 
 from iamscope import IAMScope, IAMScopeMiddleware
 from iamscope.policy import Access
@@ -21,7 +22,9 @@ def create_app(iam: IAMScope | None = None) -> FastAPI:
 
     @api.get("/whoami")
     async def whoami(access: Access = Depends(requires())) -> Any:
-        return {"roles": sorted(access.roles), "owner": access.owner}
+        # A span of the app's own: under OpenTelemetry it carries the caller's identity.
+        with trace.get_tracer(__name__).start_as_current_span("whoami.lookup"):
+            return {"roles": sorted(access.roles), "owner": access.owner}
 
     @api.get("/sales")
     async def sales(access: Access = Depends(requires(permission="sales:read"))) -> Any:

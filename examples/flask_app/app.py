@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from opentelemetry import trace
 
 from iamscope import IAMScope, IAMScopeWSGIMiddleware, current, require
 
@@ -19,7 +20,9 @@ def create_app(iam: IAMScope | None = None) -> Flask:
     def whoami() -> Any:
         access = current()
         assert access is not None  # the middleware refused the request otherwise
-        return {"roles": sorted(access.roles), "owner": access.owner}
+        # A span of the app's own: under OpenTelemetry it carries the caller's identity.
+        with trace.get_tracer(__name__).start_as_current_span("whoami.lookup"):
+            return {"roles": sorted(access.roles), "owner": access.owner}
 
     @app.get("/sales")
     @require(permission="sales:read")

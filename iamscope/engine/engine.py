@@ -379,8 +379,8 @@ class IAMScope:
         return Decision(True, ids.next_seq(), "miss", access, principal, None, attributes)
 
     def _verified(self, started: float, decision: Decision) -> None:
-        outcome = decision.error.code if decision.error is not None else "ok"
-        self.metrics.verify_duration.record(time.perf_counter() - started, {"outcome": outcome})
+        code = decision.error.code if decision.error is not None else None
+        self.metrics.verified(time.perf_counter() - started, code)
 
     def _rejected(self, key: bytes, error: IAMScopeError) -> Decision:
         if isinstance(error, TokenError):

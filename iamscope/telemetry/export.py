@@ -1,8 +1,10 @@
 """Export presets over OTLP, routing by owning team, and a one-call set-up.
 
-Every preset is OTLP plus headers (contract 6): ``lightstep`` is its ingest endpoint and
-the ``lightstep-access-token`` header; ``otlp`` is whatever the standard
-``OTEL_EXPORTER_OTLP_*`` variables say; ``console`` prints; ``none`` exports nothing.
+Every preset is OTLP plus headers (contract 6), so any OTLP backend works: ``lightstep``
+is the ``lightstep-access-token`` header and, unless an endpoint is configured or set by
+the standard ``OTEL_EXPORTER_OTLP_*`` variables, Lightstep's US ingest; ``otlp`` is
+whatever the config and the standard variables say; ``console`` prints; ``none`` exports
+nothing. The headers of ``OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`` go with every preset.
 Project tokens come from environment variables named in the config, never from the file.
 
 :class:`RoutingSpanExporter` splits each batch by ``iamscope.owner.team`` (falling back
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry import trace
@@ -29,7 +32,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from iamscope.errors import ConfigError
-from iamscope.telemetry.metrics import Metrics
+from iamscope.telemetry.metrics import ERROR_TYPE, Metrics
 from iamscope.telemetry.settings import (
     LIGHTSTEP_HEADER,
     Project,
@@ -84,24 +87,25 @@ class RoutingSpanExporter(SpanExporter):
         result = SpanExportResult.SUCCESS
         for team, part in parts.items():
             exporter = self.routes[team] if team else self.default
+            error = "export_failed"  # the exporter said so (it logs why)
             try:
                 outcome = exporter.export(part)
-            except Exception:  # an exporter bug must not reach the app or the other teams
+            except Exception as exc:  # an exporter bug must not reach the app or other teams
                 log.exception("iamscope: exporting spans for %r raised", team or "default")
-                outcome = SpanExportResult.FAILURE
+                outcome, error = SpanExportResult.FAILURE, _qualified_name(type(exc))
             if outcome is not SpanExportResult.SUCCESS:
                 result = SpanExportResult.FAILURE
-                self._failed(team, len(part))
+                self._failed(team, len(part), error)
         return result
 
-    def _failed(self, team: str, count: int) -> None:
+    def _failed(self, team: str, count: int, error: str) -> None:
         with self._lock:
             self.failed[team] = self.failed.get(team, 0) + count
         log.warning(
             "iamscope: %d spans for %r were not delivered", count, team or "the default project"
         )
         if self._metrics is not None:
-            self._metrics.export_failures.add(count, {OWNER: team or "default"})
+            self._metrics.export_failures.add(count, {OWNER: team or "default", ERROR_TYPE: error})
 
     def shutdown(self) -> None:
         for exporter in self._exporters():
@@ -122,6 +126,12 @@ class RoutingSpanExporter(SpanExporter):
 
     def _exporters(self) -> list[SpanExporter]:
         return [*self.routes.values(), self.default]
+
+
+def _qualified_name(kind: type) -> str:
+    """An exception type as ``error.type`` wants it: fully qualified."""
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
 def build_exporter(
@@ -170,12 +180,27 @@ def _otlp_factory(
         )
         if token is not None:
             headers[token[0]] = token[1]
-        endpoint = project.endpoint or settings.endpoint
+        # The config's endpoint, then the standard variables, then the preset's own: a
+        # lightstep preset pointed elsewhere by OTEL_EXPORTER_OTLP_* goes there.
+        endpoint = project.endpoint or settings.endpoint or standard_endpoint(env, grpc=grpc)
         if endpoint is None and lightstep:
             endpoint = LIGHTSTEP_GRPC if grpc else LIGHTSTEP_HTTP
         return _otlp(grpc, endpoint, headers or None)
 
     return make
+
+
+def standard_endpoint(env: Mapping[str, str], *, grpc: bool) -> str | None:
+    """Where the standard variables send traces, as the OTLP exporters read them:
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as is, else ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    (plus ``/v1/traces`` over HTTP); None when neither is set."""
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if not base:
+        return None
+    return base if grpc else base.rstrip("/") + "/v1/traces"
 
 
 def _env_headers(env: Mapping[str, str]) -> dict[str, str]:
@@ -185,7 +210,10 @@ def _env_headers(env: Mapping[str, str]) -> dict[str, str]:
 
     for name in _HEADER_ENVS:
         if env.get(name):
-            return dict(parse_env_headers(env[name], liberal=True))
+            try:
+                return dict(parse_env_headers(env[name], liberal=True))
+            except TypeError:  # an SDK without `liberal`: values must be URL-encoded there
+                return dict(parse_env_headers(env[name]))
     return {}
 
 
@@ -213,20 +241,74 @@ def configure(
     resource: Resource | None = None,
     set_global: bool = True,
     metrics: Metrics | None = None,
+    provider: TracerProvider | None = None,
 ) -> TracerProvider:
-    """A TracerProvider with the ownership processor and the configured exporter
-    (batched). Users who configure OpenTelemetry themselves skip this and add
-    :class:`OwnershipSpanProcessor` (and, if they like, :func:`build_exporter`'s
-    exporter) to their own provider."""
+    """The ownership processor and the configured exporter (batched) on a TracerProvider.
+
+    * ``provider=``: added to that provider.
+    * Else, with ``set_global`` (the default) and an SDK TracerProvider already global
+      (``opentelemetry-instrument``, or your own set-up): added to it. OpenTelemetry
+      refuses to replace a global provider, and keeping it keeps its resource, sampler
+      and instrumentations.
+    * Else a new provider (resource from ``OTEL_SERVICE_NAME`` /
+      ``OTEL_RESOURCE_ATTRIBUTES``), made global only with ``set_global``.
+
+    A provider is configured once: a second call for it changes nothing and says so.
+    """
     if settings is None:
         settings = TelemetrySettings()
     elif not isinstance(settings, TelemetrySettings):
         settings = TelemetrySettings.from_mapping(settings)
+    if provider is None and set_global:
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            provider = current
+    if provider is not None:
+        if resource is not None:
+            log.warning("iamscope: the tracer provider exists, so resource= is not applied")
+        _attach(provider, settings, metrics, existing=True)
+        return provider
     provider = TracerProvider(resource=resource or Resource.create())
-    provider.add_span_processor(OwnershipSpanProcessor())
-    exporter = build_exporter(settings, metrics=metrics)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    _attach(provider, settings, metrics, existing=False)
     if set_global:
         trace.set_tracer_provider(provider)
     return provider
+
+
+# Providers iamscope has added its processors to: a second configure() must not stamp
+# and export every span twice.
+_configured: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
+_configured_lock = threading.Lock()
+
+
+def _attach(
+    provider: TracerProvider,
+    settings: TelemetrySettings,
+    metrics: Metrics | None,
+    *,
+    existing: bool,
+) -> None:
+    exporter = build_exporter(settings, metrics=metrics)  # a ConfigError before any change
+    with _configured_lock:
+        if provider in _configured:
+            log.warning("iamscope: telemetry is already configured on this tracer provider")
+            if exporter is not None:
+                exporter.shutdown()
+            return
+        _configured.add(provider)
+    provider.add_span_processor(OwnershipSpanProcessor())
+    if exporter is None:
+        return
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    standard = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if existing and standard not in ("", "none"):
+        # The provider's own exporter (opentelemetry-instrument's, from this variable)
+        # still sends every span, unrouted: each span would leave twice.
+        log.warning(
+            "iamscope: OTEL_TRACES_EXPORTER=%s exports every span beside iamscope's %s "
+            "exporter, so spans leave twice. Set OTEL_TRACES_EXPORTER=none to export "
+            "only through iamscope (routed by owner), or telemetry.exporter: none to keep "
+            "the standard exporter alone.",
+            standard,
+            settings.exporter,
+        )

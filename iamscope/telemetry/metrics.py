@@ -5,12 +5,19 @@ Allowed cache hits are counted with a plain integer and reported by an observabl
 counter at collection time: a synchronous ``Counter.add`` costs more than the whole
 hit path. Every other decision is rare enough to count under a lock.
 
-    iamscope.decisions        decisions by iamscope.decision, iamscope.code, iamscope.cache
+Names and attributes follow OpenTelemetry's naming guide: singular namespaces, and a
+failure's reason in ``error.type`` (absent on success) — the problem ``code`` a denial
+or a verification answered with, ``keys_unavailable`` for a failed key refresh,
+``config_invalid`` for a refused policy, the exception's type for an exporter that
+raised.
+
+    iamscope.decisions        by iamscope.decision, iamscope.cache, error.type (denials)
     iamscope.verify.duration  seconds to verify a token on a cache miss (histogram)
-    iamscope.keys.fetches     key refreshes by iamscope.issuer and outcome (ok,
-                              not_modified, failed, over_limit)
-    iamscope.policy.reloads   policy reloads by outcome
+    iamscope.key.fetches      key refreshes by iamscope.issuer, iamscope.key.outcome (ok,
+                              not_modified) or error.type (keys_unavailable, over_limit)
+    iamscope.policy.reloads   policy reloads, error.type (refused)
     iamscope.export.failures  spans a routed exporter failed to deliver, by owner team
+                              and error.type
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 __all__ = ["Metrics"]
+
+#: The semantic conventions' attribute for why an operation failed.
+ERROR_TYPE = "error.type"
 
 
 class Metrics:
@@ -43,7 +53,7 @@ class Metrics:
             "iamscope.verify.duration", unit="s", description="Token verification on a miss"
         )
         self.key_fetches = meter.create_counter(
-            "iamscope.keys.fetches", unit="{refresh}", description="Key refreshes by issuer"
+            "iamscope.key.fetches", unit="{refresh}", description="Key refreshes by issuer"
         )
         self.policy_reloads = meter.create_counter(
             "iamscope.policy.reloads", unit="{reload}", description="Policy reloads"
@@ -64,12 +74,21 @@ class Metrics:
         for (decision, code, cache), value in counts.items():
             attributes = {"iamscope.decision": decision, "iamscope.cache": cache}
             if code:
-                attributes["iamscope.code"] = code
+                attributes[ERROR_TYPE] = code
             yield Observation(value, attributes)
+
+    def verified(self, seconds: float, code: str | None) -> None:
+        """One verification on a cache miss; ``code`` is the problem code if it failed."""
+        self.verify_duration.record(seconds, {ERROR_TYPE: code} if code else {})
 
     def key_fetch(self, issuer: str, outcome: str) -> None:
         """``outcome``: ok, not_modified, failed, over_limit (a cap refused the keys)."""
-        self.key_fetches.add(1, {"iamscope.issuer": issuer, "outcome": outcome})
+        attributes = {"iamscope.issuer": issuer}
+        if outcome in ("ok", "not_modified"):
+            attributes["iamscope.key.outcome"] = outcome
+        else:
+            attributes[ERROR_TYPE] = "over_limit" if outcome == "over_limit" else "keys_unavailable"
+        self.key_fetches.add(1, attributes)
 
     def policy_reload(self, ok: bool) -> None:
-        self.policy_reloads.add(1, {"outcome": "ok" if ok else "refused"})
+        self.policy_reloads.add(1, {} if ok else {ERROR_TYPE: "config_invalid"})

@@ -4,23 +4,32 @@ request.
 The identity attributes of a principal (``user.hash``, ``user.roles``, issuer, kind,
 owner team, policy version) are built once, when its token is first verified, and
 cached with it: a cache hit only adds the three per-request attributes (decision,
-decision id, cache). Nothing here reads inbound baggage or headers: identity comes only
-from the verified token.
+decision id, cache). Nothing here reads identity from inbound baggage or headers: it
+comes only from the verified token (a refusal's own span takes just the caller's trace
+context from the headers, as any server instrumentation does).
+
+The server span is found wherever the framework's instrumentation starts it: recording
+around the middleware (tagged there), started inside the request (tagged by the
+ownership processor), or absent for a refusal (one of iamscope's own). Attributes are
+written through a version-gated fast path (:func:`put`).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from iamscope.engine.decision import request_decision
@@ -31,11 +40,16 @@ if TYPE_CHECKING:
     from iamscope.tokens.principal import Principal
 
 __all__ = [
+    "FAST_PATH_ENV",
+    "FAST_PATH_SDK",
     "OwnershipSpanProcessor",
     "TraceOwners",
     "identity_attributes",
+    "refusal_span",
+    "sdk_version_supported",
     "strip_inbound_baggage",
     "trace_owners",
+    "use_fast_path",
 ]
 
 log = logging.getLogger("iamscope")
@@ -137,15 +151,28 @@ class TraceOwners:
 trace_owners = TraceOwners()
 
 
+#: The opentelemetry-sdk minor versions whose span internals :func:`put` was tested
+#: against, [first, past the last): the fast path is never taken outside them, and
+#: ``tests/telemetry/test_spans.py`` fails if a version inside them changes the fields.
+FAST_PATH_SDK = ((1, 25), (1, 46))
+#: ``0``/``off`` forces the public ``set_attributes`` path (what another SDK gets).
+FAST_PATH_ENV = "IAMSCOPE_OTEL_FAST_PATH"
+
+# The SDK span class put() may write directly, once probed (None: the public path).
+_SDK_SPAN: type | None = None
+_probed = False
+
+
 def put(span: trace.Span | Span, attributes: Attributes) -> None:
     """``span.set_attributes`` for attributes iamscope built itself (strings and tuples
     of strings, checked when they were built).
 
     The SDK re-validates every value on every call, recursively: measured here at about
     2 µs per attribute, ten times the whole budget for tagging a request. For an SDK
-    span with no value-length limit and room for them, the values go straight into the
-    span's attribute dict under the same two locks ``set_attributes`` takes; anything
-    else (another SDK, limits set, an SDK whose internals moved) takes the public path.
+    span of a tested version (:data:`FAST_PATH_SDK`) with no value-length limit and room
+    for them, the values go straight into the span's attribute dict under the same two
+    locks ``set_attributes`` takes; anything else (another SDK or version, limits set,
+    internals that moved, :data:`FAST_PATH_ENV` off) takes the public path.
     """
     if type(span) is _SDK_SPAN:
         sdk: Any = span
@@ -165,31 +192,75 @@ def put(span: trace.Span | Span, attributes: Attributes) -> None:
                         ):
                             values.update(attributes)
                             return
+    elif not _probed:  # the first call decides, not the import
+        use_fast_path()
+        if _SDK_SPAN is not None and type(span) is _SDK_SPAN:
+            put(span, attributes)
+            return
     span.set_attributes(attributes)
+
+
+def use_fast_path(enabled: bool | None = None) -> bool:
+    """Whether :func:`put` may write SDK spans' attributes directly; returns the answer.
+
+    None decides from the installed SDK (its version inside :data:`FAST_PATH_SDK`, the
+    fields where :func:`put` expects them) and :data:`FAST_PATH_ENV`; False forces the
+    public path (the tests run both); True asks for the fast path, which is still
+    refused outside the tested versions."""
+    global _SDK_SPAN, _probed
+    if enabled is None:
+        enabled = os.environ.get(FAST_PATH_ENV, "").lower() not in {"0", "off", "false", "no"}
+    _SDK_SPAN = _sdk_span_type() if enabled and sdk_version_supported() else None
+    _probed = True
+    return _SDK_SPAN is not None
+
+
+def sdk_version_supported(version: str | None = None) -> bool:
+    """Whether an opentelemetry-sdk version (the installed one by default) is one the
+    fast path was tested with."""
+    try:
+        found = version or importlib.metadata.version("opentelemetry-sdk")
+        major, minor = (int(part) for part in found.split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False  # an SDK we cannot identify gets the public path
+    return FAST_PATH_SDK[0] <= (major, minor) < FAST_PATH_SDK[1]
+
+
+def fast_path_problems(span: object) -> list[str]:
+    """What is not where :func:`put` expects it on an SDK span (empty: all in place)."""
+    problems = []
+    if not isinstance(span, Span):
+        return [f"{type(span).__name__} is not the SDK's Span"]
+    bounded = getattr(span, "_attributes", None)
+    if type(bounded) is not BoundedAttributes:
+        problems.append(f"Span._attributes is {type(bounded).__name__}, not BoundedAttributes")
+    else:
+        if not isinstance(getattr(bounded, "_dict", None), dict):
+            problems.append("BoundedAttributes._dict is not a dict")
+        for name in ("maxlen", "max_value_len", "_immutable"):
+            if not hasattr(bounded, name):
+                problems.append(f"BoundedAttributes.{name} is gone")
+        if not hasattr(getattr(bounded, "_lock", None), "__enter__"):
+            problems.append("BoundedAttributes._lock is not a lock")
+    if not hasattr(getattr(span, "_lock", None), "__enter__"):
+        problems.append("Span._lock is not a lock")
+    if getattr(span, "_end_time", 0) is not None:
+        problems.append("Span._end_time is not None on a live span")
+    return problems
 
 
 def _sdk_span_type() -> type | None:
     """The SDK's concrete span class, if the internals :func:`put` relies on are where
-    it expects them (checked on a real span once, at import); else None."""
+    it expects them (checked on a real span); else None."""
     try:
         probe = TracerProvider(shutdown_on_exit=False).get_tracer("iamscope").start_span("p")
-        bounded = getattr(probe, "_attributes", None)
-        if (
-            isinstance(probe, Span)
-            and type(bounded) is BoundedAttributes
-            and isinstance(bounded._dict, dict)
-            and hasattr(bounded._lock, "__enter__")
-            and hasattr(probe._lock, "__enter__")
-            and probe._end_time is None
-            and hasattr(bounded, "maxlen")
-        ):
+        problems = fast_path_problems(probe)
+        if not problems:
             return type(probe)
-    except Exception:  # pragma: no cover - an SDK whose internals moved
+        log.debug("iamscope: span attributes take the SDK's public path: %s", problems)
+    except Exception:  # an SDK whose internals moved: the public path is always right
         log.debug("iamscope: span attributes take the SDK's public path", exc_info=True)
-    return None  # pragma: no cover
-
-
-_SDK_SPAN = _sdk_span_type()
+    return None
 
 
 def tag(span: trace.Span, decision: Decision, owners: TraceOwners = trace_owners) -> None:
@@ -200,6 +271,13 @@ def tag(span: trace.Span, decision: Decision, owners: TraceOwners = trace_owners
         owners.claim(span.get_span_context().trace_id, access.owner)
 
 
+# Set once the ownership processor has put a verdict on a server span started inside a
+# request: then such spans exist in this process, and a request with no span recording
+# when iamscope decided is not a reason to warn. (Not per request: a handler run in a
+# thread pool gets a copied context, whose changes the middleware never sees.)
+_inner_server_spans = threading.Event()
+
+
 class OwnershipSpanProcessor(SpanProcessor):
     """Stamps the request's identity attributes on every span started inside it.
 
@@ -207,6 +285,10 @@ class OwnershipSpanProcessor(SpanProcessor):
     into threads started with a copied context (``asyncio.to_thread``,
     ``contextvars.copy_context().run``) and into tasks created during the request.
     Spans started outside any request are left alone.
+
+    A SERVER span started inside the request gets the whole verdict, as the middleware
+    tags one that was already recording: Flask's and Django's instrumentors start their
+    server span inside the application, after iamscope decided.
     """
 
     def __init__(self, owners: TraceOwners = trace_owners) -> None:
@@ -215,7 +297,14 @@ class OwnershipSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         decision = request_decision.get()
-        if decision is None or not decision.attributes:
+        if decision is None:
+            return
+        if span.kind is SpanKind.SERVER:
+            tag(span, decision, self._owners)
+            if not _inner_server_spans.is_set():
+                _inner_server_spans.set()
+            return
+        if not decision.attributes:
             return
         last = self._last  # one request's spans in a row share one dict
         if last[0] != decision.seq:
@@ -251,26 +340,65 @@ def strip_inbound_baggage() -> Token[Context] | None:
     return otel_context.attach(current)
 
 
+def refusal_span(
+    decision: Decision, method: str, path: str, status: int, header: Callable[[str], str | None]
+) -> None:
+    """A SERVER span for a request refused while no span was recording: the framework
+    instrumentation (Flask's, Django's) would have started it inside the application,
+    which a refused request never reaches. Parented on the caller's trace context
+    (``header`` reads a request header by lower-case name). Nothing when no SDK tracer
+    provider is set; an error here is logged, never raised into the request."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return  # an instrumentation outside has this request's span: it chose not to sample
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return
+    try:
+        carrier = {
+            name: value
+            for name in propagate.get_global_textmap().fields
+            if (value := header(name.lower())) is not None
+        }
+        parent = propagate.extract(carrier)
+        span = provider.get_tracer("iamscope").start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "url.path": path,
+                "http.response.status_code": status,
+            },
+        )
+        put(span, decision_attributes(decision))
+        span.end()
+    except Exception:
+        log.warning("iamscope: the refusal's span could not be recorded", exc_info=True)
+
+
 _warned = threading.Event()
 
 
-def warn_if_misordered() -> None:
-    """One warning when a tracer provider is configured but no span is recording around
-    our middleware: the OpenTelemetry middleware must wrap ours, not the other way."""
-    if _warned.is_set():
+def warn_if_untraced(span: trace.Span) -> None:
+    """One warning when a tracer provider is configured yet a request ended with no
+    server span carrying iamscope's verdict: none was recording when iamscope decided
+    (``span``, the current one then), and the ownership processor has never seen one
+    start inside a request."""
+    if _warned.is_set() or _inner_server_spans.is_set():
         return
+    if span.get_span_context().is_valid:
+        return  # there is a server span outside; it was not sampled
     provider: Any = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return
     _warned.set()
     log.warning(
-        "iamscope: a tracer provider is configured but no span is recording when "
-        "iamscope decides, so server spans carry no identity. Put the OpenTelemetry "
-        "middleware outside iamscope's:\n"
-        "  Starlette: Starlette(middleware=[Middleware(OpenTelemetryMiddleware), "
-        "Middleware(IAMScopeMiddleware, iamscope=iam)])  (first is outermost)\n"
-        "  FastAPI:   app.add_middleware(IAMScopeMiddleware, iamscope=iam); then "
-        "FastAPIInstrumentor.instrument_app(app)  (added last is outermost)\n"
-        "  Flask:     app.wsgi_app = OpenTelemetryMiddleware(IAMScopeWSGIMiddleware("
-        "app.wsgi_app, iam))"
+        "iamscope: a tracer provider is configured but no server span carried the "
+        "request's identity and decision. Either nothing starts server spans (instrument "
+        "the framework: run under opentelemetry-instrument, or FastAPIInstrumentor / "
+        "FlaskInstrumentor / DjangoInstrumentor, in any order with iamscope), or the "
+        "ownership processor is missing from the provider (iamscope.telemetry.configure() "
+        "adds it to the provider you have; IAMSCOPE_CONFIG does it under "
+        "opentelemetry-instrument). A request the sampler dropped looks the same. "
+        "See docs/telemetry.md."
     )

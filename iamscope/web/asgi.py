@@ -20,7 +20,12 @@ from opentelemetry.trace import get_current_span
 from iamscope.engine.decision import Decision, request_decision
 from iamscope.engine.engine import IAMScope
 from iamscope.errors import AccessDenied, IAMScopeError, TokenError
-from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
+from iamscope.telemetry.spans import (
+    refusal_span,
+    strip_inbound_baggage,
+    tag,
+    warn_if_untraced,
+)
 from iamscope.web.refusal import answer_for, error_of
 
 __all__ = ["IAMScopeMiddleware"]
@@ -57,12 +62,13 @@ class IAMScopeMiddleware:
         recording = span.is_recording()
         if decision is None:
             decision = await self._decide(scope, method, path)
-            if not recording:
-                warn_if_misordered()
-            elif not decision.allowed:
+            if recording and not decision.allowed:
                 tag(span, decision)
             if not decision.allowed:
-                await _refuse(kind, send, error_of(decision), decision.decision_id, iam)
+                status = await _refuse(kind, send, error_of(decision), decision.decision_id, iam)
+                if not recording and kind == "http":
+                    # Nothing recording outside us: the refusal still leaves a span.
+                    refusal_span(decision, method, path, status, _reader(scope["headers"]))
                 return
         if recording:
             tag(span, decision)
@@ -95,6 +101,8 @@ class IAMScopeMiddleware:
             request_decision.reset(token)
             if stripped is not None:
                 otel_context.detach(stripped)
+            if not recording and decision.cache != "hit":
+                warn_if_untraced(span)
 
     async def _decide(self, scope: Scope, method: str, path: str) -> Decision:
         headers = scope["headers"]
@@ -121,13 +129,27 @@ def _watch_lifespan(receive: Receive, iam: IAMScope) -> Receive:
     return watched
 
 
+def _reader(headers: list[tuple[bytes, bytes]]) -> Callable[[str], str | None]:
+    """A request header by lower-case name (for trace context propagation)."""
+
+    def read(name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in headers:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+    return read
+
+
 async def _refuse(
     kind: str, send: Send, error: IAMScopeError, decision_id: str, iamscope: IAMScope
-) -> None:
+) -> int:
+    """Sends the refusal; returns its HTTP status."""
     if kind == "websocket":
         # Closing before accept makes the server answer the handshake with 403.
         await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
-        return
+        return 403
     status, headers, body = answer_for(iamscope, error, decision_id)
     await send(
         {
@@ -137,3 +159,4 @@ async def _refuse(
         }
     )
     await send({"type": "http.response.body", "body": body})
+    return status

@@ -17,7 +17,12 @@ from iamscope.engine.answers import status_line
 from iamscope.engine.decision import request_decision
 from iamscope.engine.engine import IAMScope
 from iamscope.errors import AccessDenied, TokenError
-from iamscope.telemetry.spans import strip_inbound_baggage, tag, warn_if_misordered
+from iamscope.telemetry.spans import (
+    refusal_span,
+    strip_inbound_baggage,
+    tag,
+    warn_if_untraced,
+)
 from iamscope.web.refusal import Answer, answer_for, error_of, refuse_late
 
 __all__ = ["IAMScopeWSGIMiddleware"]
@@ -58,12 +63,16 @@ class IAMScopeWSGIMiddleware:
         if decision is None:
             decision = iam.decide(headers, method, path)
         span = get_current_span()
-        if span.is_recording():
+        recording = span.is_recording()
+        if recording:
             tag(span, decision)
-        elif decision.cache != "hit":
-            warn_if_misordered()
         if not decision.allowed:
-            return _send(start_response, answer_for(iam, error_of(decision), decision.decision_id))
+            answer = answer_for(iam, error_of(decision), decision.decision_id)
+            if not recording:
+                # Flask's and Django's instrumentors start the server span inside the
+                # app, which a refused request never reaches: the refusal makes its own.
+                refusal_span(decision, method, path, answer[0], _reader(environ))
+            return _send(start_response, answer)
         environ["iamscope"] = iam  # for decorators: the app's answer hook
         environ["iamscope.decision"] = decision
         environ["iamscope.access"] = decision.access
@@ -74,6 +83,8 @@ class IAMScopeWSGIMiddleware:
             request_decision.reset(token)
             if stripped is not None:
                 otel_context.detach(stripped)
+            if not recording and decision.cache != "hit":
+                warn_if_untraced(span)
 
         started = False
 
@@ -104,6 +115,16 @@ def _send(start_response: StartResponse, answer: Answer) -> list[bytes]:
     status, headers, body = answer
     start_response(status_line(status), headers)
     return [body]
+
+
+def _reader(environ: Environ) -> Callable[[str], str | None]:
+    """A request header by lower-case name (for trace context propagation)."""
+
+    def read(name: str) -> str | None:
+        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+        return value if isinstance(value, str) else None
+
+    return read
 
 
 class _Closing:

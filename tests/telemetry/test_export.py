@@ -1,16 +1,22 @@
-"""Export end to end: iamscope's presets and routing exporter sending to a real OTLP
-receiver on 127.0.0.1 (HTTP/protobuf and gRPC), decoded on arrival."""
+"""Export end to end: iamscope's presets and routing exporter sending to a real
+collector (rotel: routing, compression, gRPC, what a collector decodes) and, where the
+request headers are the point (project tokens, the standard headers), to the in-repo
+OTLP receiver on 127.0.0.1 (HTTP/protobuf and gRPC), decoded on arrival."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
+import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,9 +30,11 @@ from iamscope.errors import ConfigError
 from iamscope.policy import PolicyStore
 from iamscope.telemetry import RoutingSpanExporter, TelemetrySettings, TraceOwners, configure
 from iamscope.telemetry.export import build_exporter
+from iamscope.telemetry.metrics import Metrics
 from iamscope.testing import LocalIssuer
 from tests._policy import POLICY
 from tests.telemetry._receiver import OTLPGRPCReceiver, OTLPHTTPReceiver, stopped_endpoint
+from tests.telemetry._rotel import Rotel
 from tests.telemetry.test_spans import ServerSpan
 
 TOKENS = {"LS_TOKEN_SALES": "tok-sales", "LS_TOKEN_PLATFORM": "tok-platform"}
@@ -126,25 +134,92 @@ def test_each_team_s_spans_reach_its_project_with_its_token(
     assert [s.attributes["iamscope.code"] for s in denied] == ["token_missing"]
 
 
-def test_a_collector_outage_never_reaches_the_requests(
-    iam: IAMScope, local_issuer: LocalIssuer
+@pytest.mark.parametrize(
+    ("protocol", "compression"),
+    [("http/protobuf", "none"), ("http/protobuf", "gzip"), ("grpc", "gzip")],
+)
+def test_each_team_s_trace_reaches_its_own_collector_whole(
+    protocol: str,
+    compression: str,
+    iam: IAMScope,
+    local_issuer: LocalIssuer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    provider = configure(lightstep(stopped_endpoint()), set_global=False)
+    # A real collector (rotel) per project, decoding what iamscope's exporters send.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", compression)
+    with Rotel(tmp_path / "sales") as sales, Rotel(tmp_path / "default") as default:
+
+        def endpoint(rotel: Rotel) -> str:
+            return rotel.http_endpoint if protocol == "http/protobuf" else rotel.grpc_endpoint
+
+        settings = {
+            "exporter": "otlp",
+            "protocol": protocol,
+            "projects": {"sales": {"endpoint": endpoint(sales)}},
+            "default_project": {"endpoint": endpoint(default)},
+        }
+        provider = configure(settings, set_global=False)
+        app = serve(iam, provider)
+        seller = local_issuer.mint(groups=["sales-east"])
+        admin = local_issuer.mint(groups=["admins"])
+        assert call(app, [seller, admin, None]) == [200, 200, 401]
+        assert provider.force_flush()
+        to_sales = sales.wait_for(lambda found: len(found) >= 2)
+        to_default = default.wait_for(lambda found: len(found) >= 3)
+        provider.shutdown()
+    assert sorted((s.name, s.kind) for s in to_sales) == [
+        ("GET /work", "SPAN_KIND_SERVER"),
+        ("query", "SPAN_KIND_INTERNAL"),
+    ]
+    assert {s.attributes["iamscope.owner.team"] for s in to_sales} == {"sales"}
+    assert len({s.trace_id for s in to_sales}) == 1  # the trace, whole
+    server = next(s for s in to_sales if s.name == "GET /work")
+    assert server.attributes["user.roles"] == ("analyst",)
+    assert server.attributes["iamscope.decision"] == "allow"
+    verdicts = sorted(
+        (
+            s.name,
+            s.attributes.get("iamscope.owner.team", ""),
+            s.attributes.get("iamscope.code", ""),
+        )
+        for s in to_default
+    )
+    assert verdicts == [
+        ("GET /work", "", "token_missing"),
+        ("GET /work", "platform", ""),
+        ("query", "platform", ""),
+    ]
+
+
+def test_a_collector_outage_never_reaches_the_requests(
+    iam: IAMScope, local_issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    settings = lightstep(stopped_endpoint())
+    provider = configure(settings, set_global=False, metrics=Metrics(meters))
     app = serve(iam, provider)
     token = local_issuer.mint(groups=["sales-east"])
-    started = time.monotonic()
-    assert call(app, [token] * 20) == [200] * 20
-    assert time.monotonic() - started < 5  # export happens off the request path
+    with caplog.at_level(logging.WARNING, logger="iamscope"):
+        assert call(app, [token] * 20) == [200] * 20  # answered despite the outage
+    # The requests ran on this thread: nothing was exported (and failed) on it meanwhile.
+    # (SimpleSpanProcessor would have: one failed export per span, here.)
+    during = [r for r in caplog.records if "were not delivered" in r.getMessage()]
+    assert threading.get_ident() not in {r.thread for r in during}
     provider.force_flush()
-    (processor,) = [
-        p
-        for p in provider._active_span_processor._span_processors
-        if hasattr(p, "_batch_processor")
-    ]
-    router = processor._batch_processor._exporter
-    assert isinstance(router, RoutingSpanExporter)
-    assert router.failed.get("sales", 0) == 40  # 20 server spans + 20 child spans
+    failed = sum(
+        point.value
+        for resource in (reader.get_metrics_data() or MetricsData([])).resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "iamscope.export.failures"
+        for point in metric.data.data_points
+        if point.attributes and point.attributes.get("iamscope.owner.team") == "sales"
+    )
+    assert failed == 40  # 20 server spans + 20 child spans, counted, never raised
     provider.shutdown()
+    meters.shutdown()
 
 
 class Failing(SpanExporter):
@@ -247,7 +322,42 @@ def test_missing_secrets_refuse_to_build(monkeypatch: pytest.MonkeyPatch) -> Non
         build_exporter(TelemetrySettings.from_mapping(otlp))
 
 
-def test_lightstep_preset_defaults_to_its_ingest_endpoint() -> None:
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+)
+def test_the_lightstep_preset_follows_the_standard_variables_too(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lightstep is only OTLP + a header: pointed at another backend (an EU ingest, a
+    # collector, a successor product) by the standard variables, it goes there.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-org=acme")
+    with OTLPHTTPReceiver() as receiver:
+        value = receiver.endpoint
+        if variable == "OTEL_EXPORTER_OTLP_ENDPOINT":
+            value = value.removesuffix("/v1/traces")
+        monkeypatch.setenv(variable, value)
+        provider = configure({"exporter": "lightstep"}, set_global=False)
+        provider.get_tracer("t").start_span("s").end()
+        provider.force_flush()
+        assert receiver.wait_for(1)
+        provider.shutdown()
+    (received,) = receiver.received
+    assert received.headers["lightstep-access-token"] == "tok-default"
+    assert received.headers["x-org"] == "acme"
+
+
+def test_a_configured_endpoint_wins_over_the_standard_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    settings = TelemetrySettings(exporter="lightstep", endpoint="https://eu.example/v1/traces")
+    exporter = build_exporter(settings)
+    assert exporter._endpoint == "https://eu.example/v1/traces"  # type: ignore[attr-defined]
+
+
+def test_lightstep_preset_defaults_to_its_ingest_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        monkeypatch.delenv(variable, raising=False)
     exporter = build_exporter(TelemetrySettings(exporter="lightstep"))
     assert exporter is not None
     assert exporter._endpoint == "https://ingest.lightstep.com/traces/otlp/v0.9"  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ Points = dict[tuple[str, frozenset[tuple[str, Any]]], float]
 
 DECISIONS = "iamscope.decisions"
 VERIFY = "iamscope.verify.duration"
-FETCHES = "iamscope.keys.fetches"
+FETCHES = "iamscope.key.fetches"
 RELOADS = "iamscope.policy.reloads"
 
 
@@ -56,7 +56,10 @@ def of(found: Points, name: str) -> dict[frozenset[tuple[str, Any]], float]:
 
 
 def attrs(**values: str) -> frozenset[tuple[str, Any]]:
-    return frozenset((f"iamscope.{k}" if k != "outcome" else k, v) for k, v in values.items())
+    """iamscope.* attributes by their short name; ``error`` is ``error.type``."""
+    return frozenset(
+        ("error.type" if k == "error" else f"iamscope.{k}", v) for k, v in values.items()
+    )
 
 
 def bearer(token: str) -> list[tuple[bytes, bytes]]:
@@ -103,8 +106,8 @@ def test_decisions_are_counted_by_outcome_cache_and_code(
     assert of(points(reader.get_metrics_data()), DECISIONS) == {
         attrs(decision="allow", cache="miss"): 1,
         attrs(decision="allow", cache="hit"): 2,
-        attrs(decision="deny", cache="none", code="token_missing"): 1,
-        attrs(decision="deny", cache="miss", code="audience_invalid"): 1,
+        attrs(decision="deny", cache="none", error="token_missing"): 1,
+        attrs(decision="deny", cache="miss", error="audience_invalid"): 1,
     }
 
 
@@ -131,7 +134,7 @@ def test_a_refusal_after_admission_is_counted_with_its_code(
     iam.audit_denial(decision, RoleRequired("admin only"), "GET", "/admin")
     assert of(points(reader.get_metrics_data()), DECISIONS) == {
         attrs(decision="allow", cache="miss"): 1,
-        attrs(decision="deny", cache="miss", code="role_required"): 1,
+        attrs(decision="deny", cache="miss", error="role_required"): 1,
     }
 
 
@@ -148,8 +151,8 @@ def test_verify_duration_records_each_verification_with_its_outcome(
 
     data = reader.get_metrics_data()
     assert of(points(data), VERIFY) == {
-        attrs(outcome="ok"): 1,
-        attrs(outcome="audience_invalid"): 1,
+        attrs(): 1,
+        attrs(error="audience_invalid"): 1,
     }
     assert data is not None
     (histogram,) = [
@@ -169,7 +172,8 @@ def test_key_fetches_count_a_successful_and_a_failed_refresh(
     iam: IAMScope, reader: InMemoryMetricReader, local_issuer: LocalIssuer, clock: FakeClock
 ) -> None:
     assert iam.decide(bearer(local_issuer.mint(groups=["admins"]))).allowed
-    assert of(points(reader.get_metrics_data()), FETCHES) == {attrs(issuer="corp", outcome="ok"): 1}
+    fetched = attrs(issuer="corp", **{"key.outcome": "ok"})
+    assert of(points(reader.get_metrics_data()), FETCHES) == {fetched: 1}
 
     local_issuer.failure = 503
     new_key = local_issuer.rotate()  # a kid the verifier has never seen
@@ -181,10 +185,10 @@ def test_key_fetches_count_a_successful_and_a_failed_refresh(
 
     found = points(reader.get_metrics_data())
     assert of(found, FETCHES) == {
-        attrs(issuer="corp", outcome="ok"): 1,
-        attrs(issuer="corp", outcome="failed"): 1,
+        fetched: 1,
+        attrs(issuer="corp", error="keys_unavailable"): 1,
     }
-    assert of(found, VERIFY)[attrs(outcome="keys_unavailable")] == 1
+    assert of(found, VERIFY)[attrs(error="keys_unavailable")] == 1
 
 
 def test_a_key_set_over_its_cap_is_counted_as_over_limit(
@@ -195,7 +199,7 @@ def test_a_key_set_over_its_cap_is_counted_as_over_limit(
     refused = iam.decide(bearer(local_issuer.mint(groups=["admins"])))
     assert refused.error is not None and refused.error.code == "keys_unavailable"
     assert of(points(reader.get_metrics_data()), FETCHES) == {
-        attrs(issuer="corp", outcome="over_limit"): 1
+        attrs(issuer="corp", error="over_limit"): 1
     }
 
 
@@ -206,13 +210,13 @@ def test_policy_reloads_count_accepted_and_refused(
 
     good = iam.policy.reload({**POLICY, "version": "v2"})
     assert good.changed and iam.policy.current.version == "v2"
-    assert of(points(reader.get_metrics_data()), RELOADS) == {attrs(outcome="ok"): 1}
+    assert of(points(reader.get_metrics_data()), RELOADS) == {attrs(): 1}
 
     bad = iam.policy.reload({**POLICY, "version": "v3", "rolez": {}})
     assert not bad.changed and iam.policy.current.version == "v2"
     assert of(points(reader.get_metrics_data()), RELOADS) == {
-        attrs(outcome="ok"): 1,
-        attrs(outcome="refused"): 1,
+        attrs(): 1,
+        attrs(error="config_invalid"): 1,
     }
 
 
@@ -237,9 +241,48 @@ def test_metrics_go_only_to_the_provider_given(
     )
     first.decide([])
     assert of(points(reader.get_metrics_data()), DECISIONS) == {
-        attrs(decision="deny", cache="none", code="token_missing"): 1
+        attrs(decision="deny", cache="none", error="token_missing"): 1
     }
     assert of(points(other.get_metrics_data()), DECISIONS) == {}
     first.close()
     second.close()
     other_provider.shutdown()
+
+
+def test_export_failures_say_which_team_and_why(
+    reader: InMemoryMetricReader, provider: MeterProvider
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from iamscope.telemetry import RoutingSpanExporter, TraceOwners
+    from iamscope.telemetry.metrics import Metrics
+
+    class Raising(InMemorySpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            raise ConnectionResetError("exporter bug")
+
+    class Refusing(InMemorySpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.FAILURE
+
+    owners = TraceOwners()
+    router = RoutingSpanExporter(
+        {"sales": Raising(), "platform": Refusing()},
+        InMemorySpanExporter(),
+        owners=owners,
+        metrics=Metrics(provider),
+    )
+    spans = []
+    for owner in ("sales", "platform", None):
+        span = TracerProvider().get_tracer("t").start_span("s")
+        if owner:
+            owners.claim_span(span.get_span_context().span_id, owner)
+        span.end()
+        spans.append(span)
+    router.export(spans)
+    assert of(points(reader.get_metrics_data()), "iamscope.export.failures") == {
+        attrs(**{"owner.team": "sales"}, error="ConnectionResetError"): 1,
+        attrs(**{"owner.team": "platform"}, error="export_failed"): 1,
+    }

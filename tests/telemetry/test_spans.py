@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib.metadata
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -35,6 +38,7 @@ from iamscope.telemetry import (
     RoutingSpanExporter,
     TelemetrySettings,
     TraceOwners,
+    spans,
 )
 from iamscope.telemetry.spans import tag
 from iamscope.testing import LocalIssuer
@@ -42,6 +46,20 @@ from tests._http import get
 from tests._policy import POLICY
 
 KEY = b"k" * 32
+
+
+@pytest.fixture(autouse=True, params=["fast", "public"])
+def attribute_path(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Every test here runs on both ways of writing span attributes: the SDK fast path
+    and the public API (what any other SDK or version gets)."""
+    if request.param == "public":
+        monkeypatch.setenv(spans.FAST_PATH_ENV, "off")  # subprocesses too
+    assert spans.use_fast_path(request.param == "fast") is (request.param == "fast")
+    yield request.param
+    monkeypatch.undo()
+    spans.use_fast_path()
 
 
 @pytest.fixture
@@ -319,14 +337,44 @@ with LocalIssuer() as issuer:
 """
 
 
-def test_a_misordered_stack_is_reported_once() -> None:
+def test_a_request_no_server_span_carried_is_reported_once() -> None:
     # Its own process: the global tracer provider can be set only once.
     out = subprocess.run(
         [sys.executable, "-c", MISORDERED], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("no span is recording") == 1
-    assert "OpenTelemetryMiddleware" in out.stdout
+    assert out.stdout.count("no server span carried") == 1
+    assert "opentelemetry-instrument" in out.stdout  # the fix it names instruments once
+
+
+def test_no_warning_when_the_server_span_starts_inside_the_request() -> None:
+    # Flask's and Django's instrumentors start the server span inside the app: with the
+    # ownership processor on the provider, that span gets the verdict; nothing to warn.
+    inside = (
+        MISORDERED.replace(
+            "trace.set_tracer_provider(TracerProvider())",
+            "from iamscope.telemetry import OwnershipSpanProcessor\n"
+            "provider = TracerProvider()\n"
+            "provider.add_span_processor(OwnershipSpanProcessor())\n"
+            "trace.set_tracer_provider(provider)",
+        )
+        .replace(
+            'lambda r: PlainTextResponse("ok")',
+            "served",
+        )
+        .replace(
+            "with LocalIssuer() as issuer:",
+            "def served(request):\n"
+            "    with trace.get_tracer('fw').start_as_current_span("
+            "'GET /', kind=trace.SpanKind.SERVER) as span:\n"
+            "        assert span.attributes['iamscope.decision'] == 'allow'\n"
+            "        return PlainTextResponse('ok')\n"
+            "with LocalIssuer() as issuer:",
+        )
+    )
+    out = subprocess.run([sys.executable, "-c", inside], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "no server span carried" not in out.stdout
 
 
 def test_copied_context_is_what_threads_need(
@@ -351,12 +399,10 @@ def test_copied_context_is_what_threads_need(
     iam.close()
 
 
-def test_fast_attribute_path_keeps_the_sdk_rules() -> None:
+def test_put_keeps_the_sdk_rules() -> None:
+    # Run on both paths (the module's attribute_path fixture): they must agree.
     from opentelemetry.sdk.trace import SpanLimits
 
-    from iamscope.telemetry import spans
-
-    assert spans._SDK_SPAN is not None  # this SDK takes the fast path (see put's docstring)
     attrs = {"iamscope.owner.team": "sales", "user.roles": ("analyst", "admin")}
     plain = TracerProvider().get_tracer("t").start_span("s")
     spans.put(plain, attrs)
@@ -369,3 +415,49 @@ def test_fast_attribute_path_keeps_the_sdk_rules() -> None:
     plain.end()
     spans.put(plain, {"late": "x"})  # an ended span is left alone
     assert "late" not in (plain.attributes or {})
+
+
+def test_the_fast_path_fields_keep_their_shape_in_the_supported_sdk_range() -> None:
+    # Fails when an SDK inside FAST_PATH_SDK moves the private fields put() writes: the
+    # runtime would fall back to the public path, but the range would then be a lie.
+    assert spans.sdk_version_supported(), (
+        f"opentelemetry-sdk {importlib.metadata.version('opentelemetry-sdk')} is outside "
+        f"{spans.FAST_PATH_SDK}: test it, then move the range here and in pyproject.toml"
+    )
+    span = TracerProvider().get_tracer("t").start_span("s")
+    assert spans.fast_path_problems(span) == []
+    assert spans.use_fast_path(True)
+    span.end()
+    assert spans.fast_path_problems(span) == ["Span._end_time is not None on a live span"]
+    assert spans.fast_path_problems(trace.NonRecordingSpan(span.get_span_context()))
+
+
+def test_the_declared_sdk_range_is_the_tested_range() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    (sdk,) = [d for d in pyproject["project"]["dependencies"] if d.startswith("opentelemetry-sdk")]
+    (low, high) = spans.FAST_PATH_SDK
+    assert sdk == f"opentelemetry-sdk>={low[0]}.{low[1]},<{high[0]}.{high[1]}"
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [
+        ("1.24.0", False),
+        ("1.25.0", True),
+        ("1.45.1", True),
+        ("1.46.0", False),
+        ("2.0.0", False),
+        ("1.46.0rc1", False),
+        ("unknown", False),
+    ],
+)
+def test_only_tested_sdk_versions_take_the_fast_path(version: str, supported: bool) -> None:
+    assert spans.sdk_version_supported(version) is supported
+
+
+def test_the_environment_can_force_the_public_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(spans.FAST_PATH_ENV, "off")
+    assert spans.use_fast_path() is False
+    span = TracerProvider().get_tracer("t").start_span("s")
+    spans.put(span, {"a": "b"})  # through set_attributes
+    assert dict(span.attributes or {}) == {"a": "b"}
