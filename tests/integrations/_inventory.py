@@ -84,3 +84,24 @@ def visible_accounts(persona: str) -> list[int]:
 
 def inventory_iam(issuer: LocalIssuer, **settings: Any) -> IAMScope:
     return IAMScope([issuer.issuer_config()], PolicyStore(POLICY), hash_key=b"k" * 32, **settings)
+
+
+class Expected:
+    """The figures every query shape is checked against, for one persona."""
+
+    def __init__(self, persona: str) -> None:
+        self.sales = visible_sales(persona)
+        self.accounts = visible_accounts(persona)
+        rows = [r for r in SALES if r["id"] in self.sales]
+        self.count = len(rows)
+        self.total = sum(r["amount"] or 0 for r in rows)
+        regions: dict[str, int] = {}
+        for r in rows:
+            if r["region"] is not None:
+                regions[r["region"]] = regions.get(r["region"], 0) + 1
+        self.by_region = sorted([k, v] for k, v in regions.items())
+        self.west = [r["id"] for r in rows if r["region"] == "west"]
+        # A sale reached from its account needs both visible.
+        self.joined = self.sales if self.accounts else []
+        self.accounts_with_sales = sorted({r["account_id"] for r in rows} & set(self.accounts))
+        self.sale_accounts = sorted(r["account_id"] for r in rows) if self.accounts else []

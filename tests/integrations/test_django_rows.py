@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integrations._inventory import PERSONAS, SALES, visible_accounts, visible_sales
+from tests.integrations._inventory import PERSONAS, Expected
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,36 +97,29 @@ def answers() -> dict[str, Any]:
 
 
 def expected(persona: str) -> dict[str, Any]:
-    sales = visible_sales(persona)
-    accounts = visible_accounts(persona)
-    rows = [r for r in SALES if r["id"] in sales]
-    regions: dict[str, int] = {}
-    for r in rows:
-        if r["region"] is not None:
-            regions[r["region"]] = regions.get(r["region"], 0) + 1
-    joined = sales if accounts else []
+    e = Expected(persona)
     return {
-        "all": sales,
-        "values_list": sales,
-        "count": len(sales),
-        "sum": sum(r["amount"] or 0 for r in rows),
-        "group by": sorted([k, v] for k, v in regions.items()),
-        "filter narrows": [r["id"] for r in rows if r["region"] == "west"],
-        "get": sales,
-        "in_bulk": sales,
-        "exists": bool(sales),
-        "for_access": sales,
-        "subquery": sales,
-        "exists subquery": sorted({r["account_id"] for r in rows} & set(accounts)),
-        "union": sales,
-        "accounts": accounts,
-        "related manager": joined,
-        "prefetch": joined,
-        "prefetch object": joined,
-        "forward fk": sorted(r["account_id"] for r in rows) if accounts else [],
-        "select_related": sales,
-        "update rowcount": len(sales),
-        "delete count": len(sales),
+        "all": e.sales,
+        "values_list": e.sales,
+        "count": e.count,
+        "sum": e.total,
+        "group by": e.by_region,
+        "filter narrows": e.west,
+        "get": e.sales,
+        "in_bulk": e.sales,
+        "exists": bool(e.sales),
+        "for_access": e.sales,
+        "subquery": e.sales,
+        "exists subquery": e.accounts_with_sales,
+        "union": e.sales,
+        "accounts": e.accounts,
+        "related manager": e.joined,
+        "prefetch": e.joined,
+        "prefetch object": e.joined,
+        "forward fk": e.sale_accounts,
+        "select_related": e.sales,
+        "update rowcount": e.count,
+        "delete count": e.count,
     }
 
 

@@ -49,8 +49,8 @@ from tests.integrations._inventory import (
     PERSONAS,
     POLICY,
     SALES,
+    Expected,
     inventory_iam,
-    visible_accounts,
     visible_sales,
 )
 
@@ -138,41 +138,33 @@ def run_inventory(session: Session) -> dict[str, Any]:
 
 
 def expected(persona: str) -> dict[str, Any]:
-    sales = visible_sales(persona)
-    accounts = visible_accounts(persona)
-    rows = [r for r in SALES if r["id"] in sales]
-    regions: dict[str, int] = {}
-    for r in rows:
-        if r["region"] is not None:
-            regions[r["region"]] = regions.get(r["region"], 0) + 1
-    # A sale and its account are both on the path: a join needs both visible.
-    joined = sales if accounts else []
+    e = Expected(persona)
     return {
-        "select entity": sales,
-        "select columns": sales,
-        "count select_from": len(sales),
-        "count column": len(sales),
-        "sum": sum(r["amount"] or 0 for r in rows),
-        "group by": sorted([k, v] for k, v in regions.items()),
-        "legacy query": sales,
-        "legacy count": len(sales),
-        "filter narrows": [r["id"] for r in rows if r["region"] == "west"],
-        "get": sales,
-        "aliased": sales,
-        "join from account": joined,
-        "join to sale": joined,
-        "outer join": joined,
-        "subquery": sales,
-        "exists via any": sorted({r["account_id"] for r in rows} & set(accounts)),
-        "union": sales,
-        "accounts": accounts,
-        "lazy load": joined,
-        "selectinload": joined,
-        "joinedload": joined,
-        "subqueryload": joined,
-        "many-to-one": sorted(r["account_id"] for r in rows) if accounts else [],
-        "update rowcount": len(sales),
-        "delete rowcount": len(sales),
+        "select entity": e.sales,
+        "select columns": e.sales,
+        "count select_from": e.count,
+        "count column": e.count,
+        "sum": e.total,
+        "group by": e.by_region,
+        "legacy query": e.sales,
+        "legacy count": e.count,
+        "filter narrows": e.west,
+        "get": e.sales,
+        "aliased": e.sales,
+        "join from account": e.joined,
+        "join to sale": e.joined,
+        "outer join": e.joined,
+        "subquery": e.sales,
+        "exists via any": e.accounts_with_sales,
+        "union": e.sales,
+        "accounts": e.accounts,
+        "lazy load": e.joined,
+        "selectinload": e.joined,
+        "joinedload": e.joined,
+        "subqueryload": e.joined,
+        "many-to-one": e.sale_accounts,
+        "update rowcount": e.count,
+        "delete rowcount": e.count,
     }
 
 
