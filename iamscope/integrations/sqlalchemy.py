@@ -60,8 +60,9 @@ _SESSION_KEY = "iamscope.row_plans"
 
 @functools.lru_cache(maxsize=4096)
 def _criteria(entity: type, plan: RowPlan) -> Any:
-    """The rendered criteria, once per (class, plan): plans are shared across requests."""
-    return to_sqlalchemy(plan, entity)
+    """The loader option, rendered once per (class, plan): plans are shared across
+    requests, and an option is immutable, so one object serves every statement."""
+    return with_loader_criteria(entity, to_sqlalchemy(plan, entity), include_aliases=True)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -87,7 +88,7 @@ def _sync_target(target: Target) -> Session | sessionmaker[Any] | type[Session]:
         maker: Any = target
         base = maker.kw.get("sync_session_class", Session)
         own = type(f"IAMScope{base.__name__}", (base,), {})
-        maker.kw["sync_session_class"] = own
+        maker.configure(sync_session_class=own)
         return own
     if isinstance(target, type) and issubclass(target, Session):
         return target
@@ -139,7 +140,7 @@ class RowEnforcement:
         if not (state.is_select or state.is_update or state.is_delete):
             return
         options = [
-            with_loader_criteria(entity, _criteria(entity, plan), include_aliases=True)
+            _criteria(entity, plan)
             for entity, plan in zip(self.datasets, plans, strict=True)
             if plan.kind != "all"
         ]

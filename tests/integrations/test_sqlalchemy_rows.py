@@ -3,7 +3,9 @@ real PostgreSQL, for every persona of the inventory, against a brute-force answe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -370,3 +372,47 @@ def test_only_mapped_classes_are_accepted() -> None:
         enforce_rows(sessionmaker(), {int: "sales"})
     with pytest.raises(TypeError):
         enforce_rows(object(), DATASETS)
+
+
+# --- async: the same listeners, reached through AsyncSession's sync session ---------------
+
+
+@pytest.mark.parametrize("persona", ["east", "auditor", "no-region"])
+@pytest.mark.parametrize("how", ["async_sessionmaker", "AsyncSession"])
+def test_async_sessions_carry_the_same_plan(tmp_path: Path, persona: str, how: str) -> None:
+    pytest.importorskip("aiosqlite")
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    fill(create_engine(f"sqlite:///{tmp_path / 'a.db'}"))
+    who = access_of(*(PERSONAS[persona][0] or []))
+    e = Expected(persona)
+
+    async def inventory() -> dict[str, Any]:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+        maker = async_sessionmaker(engine)
+        target: Any = maker if how == "async_sessionmaker" else maker()
+        enforcement = enforce_rows(target, DATASETS, access=lambda: who)
+        session = target() if how == "async_sessionmaker" else target
+        try:
+            accounts = await session.scalars(select(Account).options(selectinload(Account.sales)))
+            got = [r["id"] for r in SALES if await session.get(Sale, r["id"]) is not None]
+            return {
+                "select": sorted((await session.scalars(select(Sale.id))).all()),
+                "count": await session.scalar(select(func.count()).select_from(Sale)),
+                "get": got,
+                "selectinload": sorted(s.id for a in accounts for s in a.sales),
+                "update": (await session.execute(update(Sale).values(amount=1))).rowcount,
+            }
+        finally:
+            await session.rollback()
+            await session.close()
+            enforcement.remove()
+            await engine.dispose()
+
+    assert asyncio.run(inventory()) == {
+        "select": e.sales,
+        "count": e.count,
+        "get": e.sales,
+        "selectinload": e.joined,
+        "update": e.count,
+    }
