@@ -4,15 +4,13 @@ own because Django's settings are configured once per process)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._script import run_json_script
 from tests.integrations._inventory import PERSONAS, Expected
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +38,7 @@ from django.db import connection
 from iamscope import IAMScopeWSGIMiddleware
 from iamscope.errors import AccessDenied
 from iamscope.testing import LocalIssuer
+from tests._script import run_json_script
 from tests.integrations._inventory import ACCOUNTS, PERSONAS, SALES, inventory_iam
 from tests.integrations.django_rows.inventory import run_inventory
 from tests.integrations.django_rows.models import Account, Sale
@@ -80,19 +79,9 @@ print(json.dumps(results))
 
 @pytest.fixture(scope="module")
 def answers() -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    results: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # the script configures its own settings
+    results: dict[str, Any] = run_json_script(SCRIPT, env)
     return results
 
 
