@@ -56,6 +56,7 @@ Target = Session | sessionmaker[Any] | type[Session] | Any
 AccessSource = Callable[[], Access | None]
 
 _SESSION_KEY = "iamscope.row_plans"
+_MISSING = object()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -137,7 +138,9 @@ class RowEnforcement:
         if state.is_insert:
             self._check_insert(state, plans)
             return
-        if not (state.is_select or state.is_update or state.is_delete):
+        if state.is_update or state.is_delete:
+            self._check_change(state, plans)
+        elif not state.is_select:
             return
         options = [
             _criteria(entity, plan)
@@ -160,6 +163,32 @@ class RowEnforcement:
                 raise PlanUnsupported(
                     f"a Core statement on {table.name!r} cannot carry the row plan of "
                     f"{self.datasets[entity]!r}; query the mapped class instead"
+                )
+
+    def _check_change(self, state: ORMExecuteState, plans: tuple[RowPlan, ...]) -> None:
+        """ORM UPDATE/DELETE: the criteria limit the rows, but two forms escape them."""
+        entity = _entity_of(state)
+        if entity is None or entity not in self.datasets:
+            return
+        plan = plans[list(self.datasets).index(entity)]
+        if plan.kind == "all":
+            return
+        dataset = self.datasets[entity]
+        if state.is_executemany:
+            # "Bulk UPDATE by primary key" writes the rows its parameters name and
+            # ignores loader criteria: a west row's key would reach the west row.
+            raise PlanUnsupported(
+                f"a bulk UPDATE/DELETE by primary key on {dataset!r} cannot carry the row "
+                "plan; use update(...).where(...) or change loaded objects"
+            )
+        if state.is_update and plan.condition is not None:
+            assigned = _assigned(entity, state.statement)
+            if assigned is None or assigned & columns_of(plan.condition):
+                # SET region = 'west' would move visible rows out of the plan (what
+                # PostgreSQL's WITH CHECK refuses); the new values cannot be checked here.
+                raise PlanUnsupported(
+                    f"an UPDATE of {dataset!r} assigning a column its row plan reads cannot "
+                    "be checked; change loaded objects instead (each flush is checked)"
                 )
 
     def _check_insert(self, state: ORMExecuteState, plans: tuple[RowPlan, ...]) -> None:
@@ -198,6 +227,32 @@ class RowEnforcement:
 def _entity_of(state: ORMExecuteState) -> type | None:
     mapper = state.bind_mapper
     return mapper.class_ if mapper is not None else None
+
+
+def _assigned(entity: type, statement: Any) -> set[str] | None:
+    """Attribute names an UPDATE assigns, or None when they cannot be read.
+
+    SQLAlchemy keeps the SET clause in ``_values`` (no public accessor in 2.x); were that
+    to change, None makes the caller refuse rather than skip the check.
+    """
+    values: Any = getattr(statement, "_values", _MISSING)
+    if values is _MISSING:
+        return None
+    mapper: Any = inspect(entity)
+    # Each attribute under both its names: a key may be an attribute, a column or a name.
+    by_name = {}
+    for prop in mapper.column_attrs:
+        by_name[prop.key] = prop.key
+        for column in prop.columns:
+            by_name[column.name] = prop.key
+            by_name[column.key] = prop.key
+    names = set()
+    for key in values or ():
+        name = key if isinstance(key, str) else getattr(key, "key", None)
+        if name not in by_name:
+            return None  # an assignment we cannot place: refuse rather than guess
+        names.add(by_name[name])
+    return names
 
 
 def _full_row(entity: type, plan: RowPlan, row: Mapping[str, Any]) -> Mapping[str, Any]:

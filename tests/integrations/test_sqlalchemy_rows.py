@@ -132,7 +132,9 @@ def run_inventory(session: Session) -> dict[str, Any]:
         out[name] = sorted(s.id for a in loaded for s in a.sales)
     session.expunge_all()
     out["many-to-one"] = sorted(s.account.id for s in session.scalars(select(Sale)))
-    out["update rowcount"] = session.execute(update(Sale).values(amount=Sale.amount)).rowcount
+    out["update rowcount"] = session.execute(
+        update(Sale).values(account_id=Sale.account_id)
+    ).rowcount
     session.rollback()
     out["delete rowcount"] = session.execute(delete(Sale)).rowcount
     session.rollback()
@@ -401,7 +403,7 @@ def test_async_sessions_carry_the_same_plan(tmp_path: Path, persona: str, how: s
                 "count": await session.scalar(select(func.count()).select_from(Sale)),
                 "get": got,
                 "selectinload": sorted(s.id for a in accounts for s in a.sales),
-                "update": (await session.execute(update(Sale).values(amount=1))).rowcount,
+                "update": (await session.execute(update(Sale).values(account_id=1))).rowcount,
             }
         finally:
             await session.rollback()
@@ -416,3 +418,20 @@ def test_async_sessions_carry_the_same_plan(tmp_path: Path, persona: str, how: s
         "selectinload": e.joined,
         "update": e.count,
     }
+
+
+def test_updates_that_could_escape_the_plan_are_refused(east_session: Session) -> None:
+    hidden = next(r["id"] for r in SALES if r["region"] == "west")
+    with pytest.raises(PlanUnsupported):  # bulk UPDATE by primary key ignores criteria
+        east_session.execute(update(Sale), [{"id": hidden, "amount": 0}])
+    for assignment in ({"region": "west"}, {Sale.region: "west"}, {"region_code": "west"}):
+        with pytest.raises(PlanUnsupported):  # would move visible rows out of the plan
+            east_session.execute(update(Sale).values(assignment))
+    east_session.rollback()
+    with Session(east_session.get_bind()) as raw:
+        amount = text("SELECT amount FROM sales WHERE id = :id")
+        assert raw.execute(amount, {"id": hidden}).scalar() != 0
+        west = text("SELECT count(*) FROM sales WHERE region_code = 'west'")
+        assert raw.execute(west).scalar() == len(visible_sales("west"))
+    # Columns the plan does not read may be set; the criteria keep it to visible rows.
+    assert east_session.execute(update(Sale).values(amount=7)).rowcount == Expected("east").count
