@@ -10,9 +10,11 @@
 After that every queryset of the model — ``Sale.objects.filter(...)``, ``.get()``,
 ``.count()``, aggregates, ``values()``, related managers (``account.sales.all()``),
 ``prefetch_related``, subqueries built from ``Sale.objects``, ``.update()`` and
-``.delete()`` — reads only the rows of the current request's plan. ``save()`` and
-``delete()`` of an instance outside the plan raise
-:class:`~iamscope.errors.AccessDenied`.
+``.delete()`` — reads only the rows of the current request's plan. ``save()``,
+``delete()`` and ``bulk_create()`` of instances outside the plan raise
+:class:`~iamscope.errors.AccessDenied`; ``update()`` / ``bulk_update()`` assigning a
+column the plan reads (they could move rows out of it) raise
+:class:`~iamscope.errors.PlanUnsupported` unless the plan is ``ALL``.
 
 The plan is read when the SQL is compiled, not when the queryset is built: a queryset
 made at import time (a form field's ``queryset=``, a class attribute) still applies
@@ -30,9 +32,10 @@ identifiers fit SQLite, PostgreSQL and Oracle; on another database the query rai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models.signals import pre_delete, pre_save
 
@@ -41,7 +44,7 @@ from iamscope.errors import AccessDenied, PlanUnsupported
 from iamscope.policy.access import Access
 from iamscope.policy.render_python import to_predicate
 from iamscope.policy.render_sql import to_sql
-from iamscope.policy.rows import NONE, RowPlan
+from iamscope.policy.rows import NONE, RowPlan, columns_of
 
 __all__ = ["RowPlanFilter", "RowsManager", "RowsQuerySet", "plan_for"]
 
@@ -116,6 +119,32 @@ class RowsQuerySet(models.QuerySet):  # type: ignore[misc]
     def for_access(self, dataset: str, access: AccessSource = current) -> RowsQuerySet:
         return self.filter(RowPlanFilter(dataset, access))  # type: ignore[no-any-return]
 
+    # Writes that bypass save() and its signal, on a model behind a RowsManager.
+
+    def update(self, **assignments: Any) -> int:
+        """Rows are limited by the filter; refused when it would assign a column the plan
+        reads (``region='west'`` would move visible rows out of the plan)."""
+        found = _MODELS.get(self.model)
+        if found is not None:
+            plan = plan_for(found[0], found[1]())
+            if plan.condition is not None and _attnames(self.model, assignments) & columns_of(
+                plan.condition
+            ):
+                raise PlanUnsupported(
+                    f"an update() of {found[0]!r} assigning a column its row plan reads "
+                    "cannot be checked; change and save() the instances instead"
+                )
+        return super().update(**assignments)  # type: ignore[no-any-return]
+
+    def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> Any:
+        objs = list(objs)
+        found = _MODELS.get(self.model)
+        if found is not None:
+            keep = _visibility(self.model, plan_for(found[0], found[1]()))
+            if not all(keep(obj) for obj in objs):
+                raise _outside(found[0])
+        return super().bulk_create(objs, *args, **kwargs)
+
 
 class RowsManager(models.Manager.from_queryset(RowsQuerySet)):  # type: ignore[misc]
     """A default manager applying ``dataset``'s plan to every queryset it makes, and
@@ -152,9 +181,7 @@ class RowsManager(models.Manager.from_queryset(RowsQuerySet)):  # type: ignore[m
             pre_delete.connect(self._check_delete, sender=cls, weak=False)
 
     def _visible(self, instance: models.Model) -> bool:
-        plan = plan_for(self.dataset, self.access())
-        row = {name: getattr(instance, name) for name in _columns(type(instance))}
-        return to_predicate(plan, columns=list(row))(row)
+        return _visibility(type(instance), plan_for(self.dataset, self.access()))(instance)
 
     def _stored_row_visible(self, instance: models.Model) -> bool:
         return bool(self.get_queryset().filter(pk=instance.pk).exists())
@@ -177,6 +204,25 @@ class RowsManager(models.Manager.from_queryset(RowsQuerySet)):  # type: ignore[m
     def _check_delete(self, sender: Any, instance: models.Model, **kwargs: Any) -> None:
         if not self._stored_row_visible(instance):
             raise _outside(self.dataset)
+
+
+def _visibility(model: type[models.Model], plan: RowPlan) -> Callable[[models.Model], bool]:
+    """Whether an instance's current values are inside ``plan`` (SQL NULL semantics)."""
+    names = list(_columns(model))
+    keep = to_predicate(plan, columns=names)
+    return lambda instance: keep({name: getattr(instance, name) for name in names})
+
+
+def _attnames(model: type[models.Model], assignments: Mapping[str, Any]) -> set[str]:
+    """The attribute names ``update(**assignments)`` writes (an unknown name is left to
+    Django, which refuses it)."""
+    names = set()
+    for key in assignments:
+        try:
+            names.add(model._meta.get_field(key).attname)
+        except FieldDoesNotExist:
+            names.add(key)
+    return names
 
 
 def _outside(dataset: str) -> AccessDenied:

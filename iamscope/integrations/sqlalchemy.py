@@ -8,7 +8,10 @@ row plan to every ORM statement:
   and subquery eager loads), ``Session.get``, ``select(func.count()).select_from(Sale)``,
   deferred column loads and refreshes — through ``with_loader_criteria`` added in the
   ``do_orm_execute`` event (SQLAlchemy's documented way to add global criteria);
-* ORM ``UPDATE`` / ``DELETE`` statements — the same criteria limit their rows;
+* ORM ``UPDATE`` / ``DELETE`` statements — the same criteria limit their rows; an
+  ``UPDATE`` assigning a column the plan reads (it could move rows out of the plan) and
+  a bulk ``UPDATE`` by primary key (which ignores loader criteria) are refused unless
+  the plan is ``ALL``;
 * the unit of work — a flush that would insert, change or delete an instance outside
   the plan raises :class:`~iamscope.errors.AccessDenied` before any SQL is sent, and so
   does an ORM bulk ``INSERT`` whose rows are outside it.

@@ -132,4 +132,9 @@ def test_instance_writes_stay_inside_the_plan(answers: dict[str, Any]) -> None:
         "overwrite hidden": "denied rows:sales",
         "delete mine": "ok",
         "delete hidden": "denied rows:sales",
+        "update amount": "ok",
+        "update region": "refused",
+        "bulk_update region": "refused",
+        "bulk_create east": "ok",
+        "bulk_create west": "denied rows:sales",
     }

@@ -77,7 +77,7 @@ def run_inventory() -> dict[str, Any]:
     )
     out["forward fk"] = sorted(_forward_accounts())
     out["select_related"] = sorted(s.id for s in sales.select_related("account"))
-    out["update rowcount"] = _in_rollback(lambda: sales.update(amount=F("amount")))
+    out["update rowcount"] = _in_rollback(lambda: sales.update(account_id=F("account_id")))
     out["delete count"] = _in_rollback(lambda: sales.all().delete()[1].get("django_rows.Sale", 0))
     return out
 
@@ -127,4 +127,34 @@ def run_writes() -> dict[str, str]:
         "overwrite hidden": _outcome(overwrite_hidden),
         "delete mine": _outcome(lambda: Sale.objects.get(pk=east["id"]).delete()),
         "delete hidden": _outcome(lambda: Sale(id=west["id"], account_id=1).delete()),
+        "update amount": _outcome(lambda: Sale.objects.update(amount=1)),
+        "update region": _unsupported(lambda: Sale.objects.update(region="west")),
+        "bulk_update region": _unsupported(move_all_west),
+        "bulk_create east": _outcome(
+            lambda: Sale.objects.bulk_create([Sale(region="east", account_id=1)])
+        ),
+        "bulk_create west": _outcome(
+            lambda: Sale.objects.bulk_create([Sale(region="west", account_id=1)])
+        ),
     }
+
+
+def create_many(region: str) -> None:
+    Sale.objects.bulk_create([Sale(region=region, account_id=1), Sale(region="east", account_id=1)])
+
+
+def move_all_west() -> None:
+    sales = list(Sale.objects.all())
+    for sale in sales:
+        sale.region = "west"
+    Sale.objects.bulk_update(sales, ["region"])
+
+
+def _unsupported(work: Any) -> str:
+    from iamscope.errors import PlanUnsupported
+
+    try:
+        _in_rollback(work)
+    except PlanUnsupported:
+        return "refused"
+    return "ran"
