@@ -44,7 +44,7 @@ import collections
 import os
 import secrets
 import sqlite3
-import sys
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -249,6 +249,7 @@ class DatasetteRows:
                     self._instances[key] = found
                     while len(self._instances) > self.max_snapshots:
                         self._instances.popitem(last=False)[1].close()
+            self._building.pop(key, None)
         self._instances.move_to_end(key)
         return found
 
@@ -297,10 +298,9 @@ class _Instance:
     keeper: sqlite3.Connection
 
     def close(self) -> None:
-        _MANAGED.pop(self.datasette, None)
-        executor = self.datasette.executor
-        if executor is not None:
-            executor.shutdown(wait=False)
+        """Let the snapshot go. A request still being served keeps its connections,
+        its hooks (the instance stays managed until it is collected) and its threads
+        (an executor's workers exit when it is collected): nothing in flight breaks."""
         self.keeper.close()
 
 
@@ -325,10 +325,10 @@ def datasette_app(
     missing = [p for p in PUBLIC_PREFIXES if p not in iam.public_prefixes]
     if missing:
         # Not an error: a deployment may serve the assets elsewhere. But say so.
-        print(
-            f"iamscope: Datasette's static assets {missing} need a token; build the IAMScope "
-            "with public_prefixes=PUBLIC_PREFIXES to serve them publicly",
-            file=sys.stderr,
+        warnings.warn(
+            f"Datasette's static assets {missing} need a token; build the IAMScope with "
+            "public_prefixes=PUBLIC_PREFIXES to serve them publicly",
+            stacklevel=2,
         )
     return IAMScopeMiddleware(DatasetteRows(database, tables, **options), iam)
 

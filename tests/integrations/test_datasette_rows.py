@@ -4,6 +4,7 @@ a brute-force answer. Zero rows outside the plan on any path."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -20,9 +21,11 @@ import httpx
 import pytest
 import uvicorn
 
+from iamscope import IAMScopeMiddleware
 from iamscope.errors import PlanUnsupported
 from iamscope.integrations.datasette import (
     PUBLIC_PREFIXES,
+    DatasetteRows,
     TableRule,
     datasette_app,
     filtered_copy,
@@ -310,3 +313,60 @@ def test_sqlite_s_own_tables_tell_nothing_about_hidden_rows(tmp_path: Path) -> N
     assert target.execute("SELECT DISTINCT region FROM sales").fetchall() == [("east",)]
     source.close()
     target.close()
+
+
+class CountingRows(DatasetteRows):
+    """Counts snapshot builds (an injection point, not a patch)."""
+
+    builds = 0
+
+    async def _build(self, key: Any) -> Any:
+        self.builds += 1
+        return await super()._build(key)
+
+
+def test_snapshots_are_shared_bounded_and_built_once(tmp_path: Path) -> None:
+    path = tmp_path / f"{DB}.db"
+    make_database(path)
+    rows = CountingRows(path, TABLES, max_snapshots=2)
+    url = f"/{DB}/sales.json?_shape=array&_size=max"
+    with LocalIssuer() as issuer:
+        iam = inventory_iam(issuer, public_prefixes=PUBLIC_PREFIXES)
+        app = IAMScopeMiddleware(rows, iam)
+        try:
+
+            async def many(groups: list[str], n: int) -> list[list[int]]:
+                transport = httpx.ASGITransport(app=app)
+                token = {"authorization": f"Bearer {issuer.mint(groups=groups)}"}
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                    answers = await asyncio.gather(
+                        *(http.get(url, headers=token) for _ in range(n))
+                    )
+                return [ids_of(a.json()) for a in answers]
+
+            # Ten callers at once, one plan: one snapshot, built once.
+            assert asyncio.run(many(["sales-east"], 10)) == [Expected("east").sales] * 10
+            assert rows.builds == 1
+            # Another identity with the same plans shares it.
+            assert asyncio.run(many(["sales-east"], 1)) == [Expected("east").sales]
+            assert rows.builds == 1
+            for persona in ("west", "auditor", "east", "west"):
+                groups = PERSONAS[persona][0]
+                assert asyncio.run(many(groups, 1)) == [Expected(persona).sales]
+            assert len(rows._instances) == 2  # the least recently used went out
+            assert rows.builds == 5  # east and west were built again after eviction
+        finally:
+            rows.close()
+            iam.close()
+
+
+def test_a_warning_when_static_assets_would_need_a_token(tmp_path: Path) -> None:
+    path = tmp_path / f"{DB}.db"
+    make_database(path)
+    with LocalIssuer() as issuer:
+        iam = inventory_iam(issuer)
+        try:
+            with pytest.warns(UserWarning, match="public_prefixes=PUBLIC_PREFIXES"):
+                datasette_app(iam, path, TABLES)
+        finally:
+            iam.close()
