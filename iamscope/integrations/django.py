@@ -21,9 +21,11 @@ made at import time (a form field's ``queryset=``, a class attribute) still appl
 the plan of the request that evaluates it. No ``Access`` (outside a request) means
 ``NONE``: nothing is visible.
 
-What a manager cannot reach: a join written from another model's query
-(``Account.objects.filter(sale__amount__gt=0)`` reads every sale; filter through
-``Exists(Sale.objects.filter(...))`` instead), ``raw()`` and ``connection.cursor()``.
+What a manager cannot reach: a join into the model written from another model's query
+(``Account.objects.filter(sales__amount__gt=0)`` reads every sale, and
+``select_related`` joins the related table without its manager; filter through
+``Exists(Sale.objects.filter(...))`` and load through ``prefetch_related`` instead),
+``raw()`` and ``connection.cursor()``.
 Plan columns are the model's attribute names (``account_id`` for a foreign key).
 Rendering goes through :func:`~iamscope.policy.render_sql.to_sql`, whose double-quoted
 identifiers fit SQLite, PostgreSQL and Oracle; on another database the query raises

@@ -119,6 +119,17 @@ class RowEnforcement:
         event.remove(self.target, "do_orm_execute", self._on_execute)
         event.remove(self.target, "before_flush", self._on_flush)
 
+    def _protected(self, cls: type | None) -> type | None:
+        """The protected class ``cls`` is, or inherits from (the criteria reach mapped
+        subclasses too, so the write checks must)."""
+        for base in cls.__mro__ if cls is not None else ():
+            if base in self.datasets:
+                return base
+        return None
+
+    def _plan(self, entity: type, plans: tuple[RowPlan, ...]) -> RowPlan:
+        return plans[list(self.datasets).index(entity)]
+
     # --- listeners -----------------------------------------------------------------
 
     def _bind(self, session: Session) -> tuple[RowPlan, ...]:
@@ -170,10 +181,10 @@ class RowEnforcement:
 
     def _check_change(self, state: ORMExecuteState, plans: tuple[RowPlan, ...]) -> None:
         """ORM UPDATE/DELETE: the criteria limit the rows, but two forms escape them."""
-        entity = _entity_of(state)
-        if entity is None or entity not in self.datasets:
+        entity = self._protected(_entity_of(state))
+        if entity is None:
             return
-        plan = plans[list(self.datasets).index(entity)]
+        plan = self._plan(entity, plans)
         if plan.kind == "all":
             return
         dataset = self.datasets[entity]
@@ -195,10 +206,10 @@ class RowEnforcement:
                 )
 
     def _check_insert(self, state: ORMExecuteState, plans: tuple[RowPlan, ...]) -> None:
-        entity = _entity_of(state)
-        if entity is None or entity not in self.datasets:
+        entity = self._protected(_entity_of(state))
+        if entity is None:
             return
-        plan = plans[list(self.datasets).index(entity)]
+        plan = self._plan(entity, plans)
         if plan.kind == "all":
             return
         rows = state.parameters
@@ -213,14 +224,17 @@ class RowEnforcement:
                 raise _outside(self.datasets[entity])
 
     def _on_flush(self, session: Session, context: Any, instances: Any) -> None:
-        changed = [*session.new, *session.dirty, *session.deleted]
-        if not any(type(obj) in self.datasets for obj in changed):
+        changed = [
+            (obj, entity)
+            for obj in [*session.new, *session.dirty, *session.deleted]
+            if (entity := self._protected(type(obj))) is not None
+        ]
+        if not changed:
             return
-        plans = dict(zip(self.datasets, self._bind(session), strict=True))
-        for obj in changed:
-            entity: type = type(obj)
-            plan = plans.get(entity)
-            if plan is None or plan.kind == "all":
+        plans = self._bind(session)
+        for obj, entity in changed:
+            plan = self._plan(entity, plans)
+            if plan.kind == "all":
                 continue
             row = {key: getattr(obj, key) for key in _attributes(entity)}
             if not _predicate(entity, plan)(row):

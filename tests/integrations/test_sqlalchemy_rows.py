@@ -435,3 +435,22 @@ def test_updates_that_could_escape_the_plan_are_refused(east_session: Session) -
         assert raw.execute(west).scalar() == len(visible_sales("west"))
     # Columns the plan does not read may be set; the criteria keep it to visible rows.
     assert east_session.execute(update(Sale).values(amount=7)).rowcount == Expected("east").count
+
+
+class Refund(Sale):
+    """A mapped subclass (single-table inheritance would do as well): the parent's plan
+    holds for its rows, reads and writes alike."""
+
+    __tablename__ = "refunds"
+    id: Mapped[int] = mapped_column(ForeignKey("sales.id"), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(String(40))
+
+
+def test_a_mapped_subclass_carries_its_parent_s_plan(east_session: Session) -> None:
+    Refund.__table__.create(east_session.connection(), checkfirst=True)
+    east_session.add(Refund(id=500, region="east", account_id=1, amount=1, reason="late"))
+    east_session.flush()
+    east_session.add(Refund(id=501, region="west", account_id=1, amount=1, reason="late"))
+    with pytest.raises(AccessDenied):
+        east_session.flush()
+    east_session.rollback()
