@@ -152,6 +152,7 @@ def see_everything(b: Browser) -> dict[str, Any]:
     out["canned"] = ids_of(b.json(f"/{DB}/big.json?min=4000&_shape=array"))
     out["canned qualified"] = ids_of(b.json(f"/{DB}/qualified.json?_shape=array"))
     out["sql"] = ids_of(b.json(f"/{DB}.json?sql=select+id+from+sales&_shape=array"))
+    out["_where"] = ids_of(b.json(f"/{DB}/sales.json?_shape=array&_size=max&_where=id>0"))
     return out
 
 
@@ -208,6 +209,7 @@ def expected(persona: str) -> dict[str, Any]:
         "canned": [r["id"] for r in rows if r["amount"] is not None and r["amount"] > 4000],
         "canned qualified": e.sales,
         "sql": e.sales if unrestricted else [],
+        "_where": e.sales if unrestricted else [],  # Datasette asks for execute-sql
     }
 
 
@@ -230,6 +232,7 @@ def test_tables_the_policy_does_not_name_are_never_served(
         assert b.json(path) is None, path
     assert "secrets" not in b.get(f"/{DB}").text
     assert b.get(f"/{DB}.db").status_code in (403, 404)  # no download of any database
+    assert b.get("/_internal.json").status_code in (403, 404)  # Datasette's own catalog
     assert b.get(f"/{DB}/reset").status_code == 403  # a writable canned query
     admin = persona == "admin"
     sql = b.get(f"/{DB}.json?sql=select+note+from+secrets")
