@@ -35,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from iamscope import Access, CompiledPolicy, Principal, load_policy
 from iamscope.integrations.sqlalchemy import enforce_rows
-from iamscope.policy.render_sqlalchemy import to_sqlalchemy
+from iamscope.policy.render.sqlalchemy import to_sqlalchemy
 
 REGIONS = ("east", "west", "north", "south")
 POLICY = {

@@ -29,7 +29,7 @@ Snapshots are shared by every identity with the same plans (at most ``max_snapsh
 least recently used first out) and rebuilt when the source file changes (its size or
 modification time). The cost is memory — one copy of the permitted rows per distinct
 plan set — which suits Datasette's usual published, read-only databases; for large or
-fast-changing data, PostgreSQL row-level security (:mod:`iamscope.policy.rls`) keeps
+fast-changing data, PostgreSQL row-level security (:mod:`iamscope.policy.render.rls`) keeps
 the rule in the database instead.
 
 Written against Datasette 0.65 (``permission_allowed``, ``actor_from_request``,
@@ -57,10 +57,12 @@ from datasette.app import Datasette
 from datasette.database import Database
 from datasette.plugins import pm
 
-from iamscope import IAMScope, IAMScopeMiddleware, current
+from iamscope.engine.decision import current
+from iamscope.engine.engine import IAMScope
 from iamscope.policy.access import Access
-from iamscope.policy.render_sql import quote_identifier, to_sql
+from iamscope.policy.render.sql import quote_identifier, to_sql
 from iamscope.policy.rows import NONE, RowPlan
+from iamscope.web.asgi import IAMScopeMiddleware
 
 __all__ = ["PUBLIC_PREFIXES", "DatasetteRows", "TableRule", "datasette_app", "filtered_copy"]
 

@@ -27,7 +27,7 @@ What a manager cannot reach: a join into the model written from another model's 
 ``Exists(Sale.objects.filter(...))`` and load through ``prefetch_related`` instead),
 ``raw()`` and ``connection.cursor()``.
 Plan columns are the model's attribute names (``account_id`` for a foreign key).
-Rendering goes through :func:`~iamscope.policy.render_sql.to_sql`, whose double-quoted
+Rendering goes through :func:`~iamscope.policy.render.sql.to_sql`, whose double-quoted
 identifiers fit SQLite, PostgreSQL and Oracle; on another database the query raises
 :class:`~iamscope.errors.PlanUnsupported` rather than run unfiltered.
 """
@@ -41,11 +41,11 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models.signals import pre_delete, pre_save
 
-from iamscope import current
+from iamscope.engine.decision import current
 from iamscope.errors import AccessDenied, PlanUnsupported
 from iamscope.policy.access import Access
-from iamscope.policy.render_python import to_predicate
-from iamscope.policy.render_sql import to_sql
+from iamscope.policy.render.python import to_predicate
+from iamscope.policy.render.sql import to_sql
 from iamscope.policy.rows import NONE, RowPlan, columns_of
 
 __all__ = ["RowPlanFilter", "RowsManager", "RowsQuerySet", "plan_for"]

@@ -24,7 +24,7 @@ visible, never everything. A plan the renderer cannot express raises
 What it cannot see: SQL strings (``text()``, ``exec_driver_sql``), Core statements on a
 protected ``Table`` (refused unless the plan is ``ALL``, since the ORM criteria cannot
 reach them), and work done on another connection. For those, PostgreSQL row-level
-security (:mod:`iamscope.policy.rls`) holds in the database itself.
+security (:mod:`iamscope.policy.render.rls`) holds in the database itself.
 
 A Session's identity map outlives a statement: an instance loaded under one plan would
 be returned by ``Session.get`` under another without any SQL. A Session is therefore
@@ -44,11 +44,11 @@ from sqlalchemy import Table, event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.sql import util as sql_util
 
-from iamscope import current
+from iamscope.engine.decision import current
 from iamscope.errors import AccessDenied, PlanUnsupported
 from iamscope.policy.access import Access
-from iamscope.policy.render_python import to_predicate
-from iamscope.policy.render_sqlalchemy import to_sqlalchemy
+from iamscope.policy.render.python import to_predicate
+from iamscope.policy.render.sqlalchemy import to_sqlalchemy
 from iamscope.policy.rows import NONE, RowPlan, columns_of
 
 __all__ = ["RowEnforcement", "enforce_rows"]
