@@ -26,11 +26,11 @@ indexes stay exactly as in the source.
 * outside the plan nothing is visible, a missing attribute included (``NONE``).
 
 Snapshots are shared by every identity with the same plans (at most ``max_snapshots``,
-least recently used first out) and rebuilt when the source file changes (its size or
-modification time). The cost is memory — one copy of the permitted rows per distinct
-plan set — which suits Datasette's usual published, read-only databases; for large or
-fast-changing data, PostgreSQL row-level security (:mod:`iamscope.policy.render.rls`) keeps
-the rule in the database instead.
+least recently used first out) and rebuilt when the source file changes (the size or
+modification time of the file or of its write-ahead log). The cost is memory — one copy
+of the permitted rows per distinct plan set — which suits Datasette's usual published,
+read-only databases; for large or fast-changing data, PostgreSQL row-level security
+(:mod:`iamscope.policy.render.rls`) keeps the rule in the database instead.
 
 Written against Datasette 0.65 (``permission_allowed``, ``actor_from_request``,
 ``Database(memory_name=...)``, ``add_database``/``remove_database``); a newer major
@@ -211,7 +211,7 @@ class DatasetteRows:
             collections.OrderedDict()
         )
         self._building: dict[tuple[RowPlan, ...], asyncio.Lock] = {}
-        self._generation: tuple[int, int] | None = None
+        self._generation: tuple[int, ...] | None = None
         _register_hooks()
 
     def plans(self, access: Access | None) -> tuple[RowPlan, ...]:
@@ -232,9 +232,13 @@ class DatasetteRows:
 
     # --- instances ---------------------------------------------------------------
 
-    def _source_generation(self) -> tuple[int, int]:
+    def _source_generation(self) -> tuple[int, ...]:
+        """The source's size and time, and its write-ahead log's: in WAL mode a write
+        lands in ``-wal`` and the main file changes only at the next checkpoint."""
         stat = self.path.stat()
-        return stat.st_mtime_ns, stat.st_size
+        wal = self.path.with_name(self.path.name + "-wal")
+        log = wal.stat() if wal.exists() else None
+        return stat.st_mtime_ns, stat.st_size, *((log.st_mtime_ns, log.st_size) if log else ())
 
     async def _instance(self, key: tuple[RowPlan, ...]) -> _Instance:
         generation = self._source_generation()

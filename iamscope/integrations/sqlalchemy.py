@@ -26,10 +26,12 @@ protected ``Table`` (refused unless the plan is ``ALL``, since the ORM criteria 
 reach them), and work done on another connection. For those, PostgreSQL row-level
 security (:mod:`iamscope.policy.render.rls`) holds in the database itself.
 
-A Session's identity map outlives a statement: an instance loaded under one plan would
-be returned by ``Session.get`` under another without any SQL. A Session is therefore
-bound to the first plan it runs under, and using it under a different one raises —
-use a Session per request (the usual pattern).
+A Session's identity map outlives a statement: an instance loaded under one plan is
+returned by ``Session.get`` (and many-to-one attribute access) under another without
+any SQL, so no hook can see it. Use a Session per request — the usual pattern, and the
+only safe one. As a guard, a Session that holds instances is bound to the plan they
+were loaded under: a statement under a different plan raises until the Session is
+closed or ``expunge_all()`` empties it.
 """
 
 from __future__ import annotations
@@ -136,6 +138,10 @@ class RowEnforcement:
         """The plans for this statement, and the Session bound to them (see module doc)."""
         plans = self.plans()
         seen = session.info.setdefault(_SESSION_KEY, plans)
+        if seen != plans and not session.identity_map and not session.new:
+            # Nothing loaded under the old plan is left (a closed or cleared Session):
+            # the Session may serve the new plan.
+            session.info[_SESSION_KEY] = seen = plans
         if seen != plans:
             raise AccessDenied(
                 "this Session already ran under another row plan; its identity map could "

@@ -373,3 +373,25 @@ def test_a_warning_when_static_assets_would_need_a_token(tmp_path: Path) -> None
                 datasette_app(iam, path, TABLES)
         finally:
             iam.close()
+
+
+def test_a_write_still_in_the_write_ahead_log_is_seen(tmp_path: Path) -> None:
+    path = tmp_path / f"{DB}.db"
+    make_database(path)
+    writer = sqlite3.connect(path)  # kept open: its writes stay in -wal, uncheckpointed
+    writer.execute("PRAGMA journal_mode=WAL")
+    with LocalIssuer() as issuer:
+        iam = inventory_iam(issuer, public_prefixes=PUBLIC_PREFIXES)
+        app = datasette_app(iam, path, TABLES)
+        east = issuer.mint(groups=["sales-east"])
+        url = f"/{DB}/sales.json?_shape=array&_size=max"
+        try:
+            assert ids_of(get(app, url, east).json()) == Expected("east").sales
+            before = path.stat().st_mtime_ns, path.stat().st_size
+            writer.execute("INSERT INTO sales VALUES (100, 'east', 1, 5)")
+            writer.commit()
+            assert (path.stat().st_mtime_ns, path.stat().st_size) == before  # only -wal moved
+            assert ids_of(get(app, url, east).json()) == [*Expected("east").sales, 100]
+        finally:
+            iam.close()
+            writer.close()

@@ -338,14 +338,17 @@ def test_a_session_is_bound_to_the_first_plan_it_ran_under(engine: Engine) -> No
     enforcement = enforce_rows(maker, DATASETS, access=lambda: who[0])
     try:
         with maker() as session:
-            assert session.get(Sale, 2) is not None  # a west row, now in the identity map
+            west = session.get(Sale, 2)  # a west row, held in the identity map
+            assert west is not None
             who[0] = access_of("sales-east")
             with pytest.raises(AccessDenied):
-                session.get(Sale, 2)
-            # Another identity with the same plans may continue.
-            who[0] = access_of("sales-east")
-            with maker() as fresh:
-                assert fresh.get(Sale, 2) is None
+                session.scalars(select(Sale)).all()
+            with pytest.raises(AccessDenied):
+                session.get(Sale, 6)  # not in the identity map: a query, refused
+            # Emptied, it holds nothing from the old plan and may serve the new one.
+            session.close()
+            assert session.get(Sale, 2) is None
+            assert session.get(Sale, 4) is not None  # an east row
     finally:
         enforcement.remove()
 
