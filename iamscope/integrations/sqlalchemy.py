@@ -132,6 +132,16 @@ class RowEnforcement:
     def _plan(self, entity: type, plans: tuple[RowPlan, ...]) -> RowPlan:
         return plans[list(self.datasets).index(entity)]
 
+    def _restricted(
+        self, state: ORMExecuteState, plans: tuple[RowPlan, ...]
+    ) -> tuple[type, RowPlan] | None:
+        """The protected class a DML statement writes and its plan, unless that is ALL."""
+        entity = self._protected(_entity_of(state))
+        if entity is None:
+            return None
+        plan = self._plan(entity, plans)
+        return None if plan.kind == "all" else (entity, plan)
+
     # --- listeners -----------------------------------------------------------------
 
     def _bind(self, session: Session) -> tuple[RowPlan, ...]:
@@ -187,12 +197,10 @@ class RowEnforcement:
 
     def _check_change(self, state: ORMExecuteState, plans: tuple[RowPlan, ...]) -> None:
         """ORM UPDATE/DELETE: the criteria limit the rows, but two forms escape them."""
-        entity = self._protected(_entity_of(state))
-        if entity is None:
+        target = self._restricted(state, plans)
+        if target is None:
             return
-        plan = self._plan(entity, plans)
-        if plan.kind == "all":
-            return
+        entity, plan = target
         dataset = self.datasets[entity]
         if state.is_executemany:
             # "Bulk UPDATE by primary key" writes the rows its parameters name and
@@ -212,12 +220,10 @@ class RowEnforcement:
                 )
 
     def _check_insert(self, state: ORMExecuteState, plans: tuple[RowPlan, ...]) -> None:
-        entity = self._protected(_entity_of(state))
-        if entity is None:
+        target = self._restricted(state, plans)
+        if target is None:
             return
-        plan = self._plan(entity, plans)
-        if plan.kind == "all":
-            return
+        entity, plan = target
         rows = state.parameters
         if not rows:
             raise PlanUnsupported(

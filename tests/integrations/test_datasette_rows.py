@@ -5,6 +5,7 @@ a brute-force answer. Zero rows outside the plan on any path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import os
@@ -267,23 +268,32 @@ def test_the_actor_carries_roles_and_no_raw_subject(server: tuple[str, LocalIssu
     assert "alice" not in str(actor)
 
 
-def test_a_changed_source_is_served_from_a_fresh_snapshot(tmp_path: Path) -> None:
+EAST_URL = f"/{DB}/sales.json?_shape=array&_size=max"
+
+
+@contextlib.contextmanager
+def in_process(tmp_path: Path, **settings: Any) -> Iterator[tuple[Path, LocalIssuer, Any]]:
+    """A fresh database, a local issuer and an IAMScope trusting it, for in-process calls."""
     path = tmp_path / f"{DB}.db"
     make_database(path)
     with LocalIssuer() as issuer:
-        iam = inventory_iam(issuer, public_prefixes=PUBLIC_PREFIXES)
-        app = datasette_app(iam, path, TABLES)
-        east = issuer.mint(groups=["sales-east"])
-        url = f"/{DB}/sales.json?_shape=array&_size=max"
+        iam = inventory_iam(issuer, **settings)
         try:
-            assert ids_of(get(app, url, east).json()) == Expected("east").sales
-            with sqlite3.connect(path) as db:
-                db.execute("INSERT INTO sales VALUES (100, 'east', 1, 5), (101, 'west', 1, 5)")
-            stat = path.stat()
-            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-            assert ids_of(get(app, url, east).json()) == [*Expected("east").sales, 100]
+            yield path, issuer, iam
         finally:
             iam.close()
+
+
+def test_a_changed_source_is_served_from_a_fresh_snapshot(tmp_path: Path) -> None:
+    with in_process(tmp_path, public_prefixes=PUBLIC_PREFIXES) as (path, issuer, iam):
+        app = datasette_app(iam, path, TABLES)
+        east = issuer.mint(groups=["sales-east"])
+        assert ids_of(get(app, EAST_URL, east).json()) == Expected("east").sales
+        with sqlite3.connect(path) as db:
+            db.execute("INSERT INTO sales VALUES (100, 'east', 1, 5), (101, 'west', 1, 5)")
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        assert ids_of(get(app, EAST_URL, east).json()) == [*Expected("east").sales, 100]
 
 
 def test_a_plan_the_snapshot_cannot_render_raises(tmp_path: Path) -> None:
@@ -329,24 +339,19 @@ class CountingRows(DatasetteRows):
 
 
 def test_snapshots_are_shared_bounded_and_built_once(tmp_path: Path) -> None:
-    path = tmp_path / f"{DB}.db"
-    make_database(path)
-    rows = CountingRows(path, TABLES, max_snapshots=2)
-    url = f"/{DB}/sales.json?_shape=array&_size=max"
-    with LocalIssuer() as issuer:
-        iam = inventory_iam(issuer, public_prefixes=PUBLIC_PREFIXES)
+    with in_process(tmp_path, public_prefixes=PUBLIC_PREFIXES) as (path, issuer, iam):
+        rows = CountingRows(path, TABLES, max_snapshots=2)
         app = IAMScopeMiddleware(rows, iam)
+
+        async def many(groups: list[str], n: int) -> list[list[int]]:
+            transport = httpx.ASGITransport(app=app)
+            token = {"authorization": f"Bearer {issuer.mint(groups=groups)}"}
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                calls = (http.get(EAST_URL, headers=token) for _ in range(n))
+                answers = await asyncio.gather(*calls)
+            return [ids_of(a.json()) for a in answers]
+
         try:
-
-            async def many(groups: list[str], n: int) -> list[list[int]]:
-                transport = httpx.ASGITransport(app=app)
-                token = {"authorization": f"Bearer {issuer.mint(groups=groups)}"}
-                async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-                    answers = await asyncio.gather(
-                        *(http.get(url, headers=token) for _ in range(n))
-                    )
-                return [ids_of(a.json()) for a in answers]
-
             # Ten callers at once, one plan: one snapshot, built once.
             assert asyncio.run(many(["sales-east"], 10)) == [Expected("east").sales] * 10
             assert rows.builds == 1
@@ -360,38 +365,28 @@ def test_snapshots_are_shared_bounded_and_built_once(tmp_path: Path) -> None:
             assert rows.builds == 5  # east and west were built again after eviction
         finally:
             rows.close()
-            iam.close()
 
 
 def test_a_warning_when_static_assets_would_need_a_token(tmp_path: Path) -> None:
-    path = tmp_path / f"{DB}.db"
-    make_database(path)
-    with LocalIssuer() as issuer:
-        iam = inventory_iam(issuer)
-        try:
-            with pytest.warns(UserWarning, match="public_prefixes=PUBLIC_PREFIXES"):
-                datasette_app(iam, path, TABLES)
-        finally:
-            iam.close()
+    with (
+        in_process(tmp_path) as (path, _, iam),
+        pytest.warns(UserWarning, match="public_prefixes=PUBLIC_PREFIXES"),
+    ):
+        datasette_app(iam, path, TABLES)
 
 
 def test_a_write_still_in_the_write_ahead_log_is_seen(tmp_path: Path) -> None:
-    path = tmp_path / f"{DB}.db"
-    make_database(path)
-    writer = sqlite3.connect(path)  # kept open: its writes stay in -wal, uncheckpointed
-    writer.execute("PRAGMA journal_mode=WAL")
-    with LocalIssuer() as issuer:
-        iam = inventory_iam(issuer, public_prefixes=PUBLIC_PREFIXES)
+    with in_process(tmp_path, public_prefixes=PUBLIC_PREFIXES) as (path, issuer, iam):
+        writer = sqlite3.connect(path)  # kept open: its writes stay in -wal, uncheckpointed
+        writer.execute("PRAGMA journal_mode=WAL")
         app = datasette_app(iam, path, TABLES)
         east = issuer.mint(groups=["sales-east"])
-        url = f"/{DB}/sales.json?_shape=array&_size=max"
         try:
-            assert ids_of(get(app, url, east).json()) == Expected("east").sales
+            assert ids_of(get(app, EAST_URL, east).json()) == Expected("east").sales
             before = path.stat().st_mtime_ns, path.stat().st_size
             writer.execute("INSERT INTO sales VALUES (100, 'east', 1, 5)")
             writer.commit()
             assert (path.stat().st_mtime_ns, path.stat().st_size) == before  # only -wal moved
-            assert ids_of(get(app, url, east).json()) == [*Expected("east").sales, 100]
+            assert ids_of(get(app, EAST_URL, east).json()) == [*Expected("east").sales, 100]
         finally:
-            iam.close()
             writer.close()
