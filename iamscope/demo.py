@@ -12,6 +12,8 @@ policy says (the demo is also a test).
     iamscope demo              # the tour, then exit
     iamscope demo --serve      # keep the app and the issuers running; prints curl lines
     iamscope demo --lightstep  # also send the spans to Lightstep (LS_ACCESS_TOKEN)
+    iamscope demo --datasette  # also the Datasette example under the same policy
+                               # (with --serve: serve Datasette rather than the API)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import base64
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -69,7 +72,9 @@ class Persona:
 ENDPOINTS = ("/whoami", "/sales", "/traces", "/admin/policy")
 
 
-def run(out: TextIO, *, serve: bool = False, lightstep: bool = False) -> int:
+def run(
+    out: TextIO, *, serve: bool = False, lightstep: bool = False, datasette: bool = False
+) -> int:
     try:
         analytics = _analytics_module()
     except ImportError as exc:
@@ -80,7 +85,9 @@ def run(out: TextIO, *, serve: bool = False, lightstep: bool = False) -> int:
         for issuer in issuers:
             issuer.__enter__()
     try:
-        return _tour(out, analytics, *issuers, serve=serve, lightstep=lightstep)
+        return _tour(
+            out, analytics, *issuers, serve=serve, lightstep=lightstep, datasette=datasette
+        )
     finally:
         for issuer in issuers:
             issuer.__exit__(None, None, None)
@@ -95,6 +102,7 @@ def _tour(
     *,
     serve: bool,
     lightstep: bool,
+    datasette: bool = False,
 ) -> int:
     os.environ.setdefault("IAMSCOPE_HASH_KEY", DEMO_HASH_KEY)
     spans = InMemorySpanExporter()
@@ -113,6 +121,8 @@ def _tour(
         provider.force_flush()
         _print_spans(out, spans)
         _print_audit(out, sink)
+        if datasette:
+            app, failures = _datasette_tour(out, config, personas[:5], failures)
         if serve:
             _serve(out, app, personas)
         iam.close()
@@ -404,10 +414,81 @@ def _serve(out: TextIO, app: Any, personas: list[Persona]) -> None:
     import uvicorn
 
     port = int(os.environ.get("IAMSCOPE_DEMO_PORT", "8000"))
-    out.write(f"\nserving the analytics app on http://127.0.0.1:{port} (Ctrl-C to stop)\n")
+    path = getattr(app, "demo_path", "/sales")
+    what = "Datasette" if path != "/sales" else "the analytics app"
+    out.write(f"\nserving {what} on http://127.0.0.1:{port} (Ctrl-C to stop)\n")
     for persona in personas[:5]:
         token = persona.token()
         out.write(f"\n# {persona.name}\ncurl -s -H 'Authorization: Bearer {token}' ")
-        out.write(f"http://127.0.0.1:{port}/sales\n")
+        out.write(f"'http://127.0.0.1:{port}{path}'\n")
     out.flush()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# --- --datasette ----------------------------------------------------------------------------
+
+DATASETTE_PATHS = {
+    "table": "/analytics/sales.json?_shape=array&_size=max",
+    "csv": "/analytics/sales.csv?_stream=on",
+    "canned": "/analytics/sales_by_region.json?_shape=array",
+    "sql": "/analytics.json?sql=select+count(*)+from+sales",
+}
+
+
+def _datasette_tour(
+    out: TextIO, config: Path, personas: list[Persona], failures: int
+) -> tuple[Any, int]:
+    """The Datasette example under the same policy: each persona must see, on every path,
+    the rows per region the API showed it (and SQL only as admin)."""
+    import examples.datasette.app as example  # beside the analytics example (on sys.path)
+    from iamscope.integrations.datasette import PUBLIC_PREFIXES
+
+    iam = IAMScope.from_config(config, public_prefixes=PUBLIC_PREFIXES)
+    with tempfile.TemporaryDirectory() as tmp:
+        database = example.build_database(Path(tmp, "analytics.db"))
+        with _step(out, "calling Datasette (examples/datasette) as the same personas"):
+            seen = asyncio.run(_datasette_calls(example.create_app(iam, database), personas))
+        with sqlite3.connect(database) as db:
+            total = db.execute("SELECT count(*) FROM sales").fetchone()[0]
+    out.write(f"\n{'persona':28} {'table':42} {'csv':5} {'canned':42} {'sql':4} check\n")
+    for persona in personas:
+        sales = persona.expect["/sales"]
+        wanted = sales.detail if sales.status == 200 else {}
+        table, csv_rows, canned, sql = seen[persona.name]
+        ok = table == canned == wanted and csv_rows == sum(wanted.values())
+        # SQL only for a plan of `all`: here, whoever may see every row.
+        ok = ok and sql == (200 if sum(wanted.values()) == total else 403)
+        failures += not ok
+        verdict = "ok" if ok else f"MISMATCH (policy says {wanted})"
+        out.write(f"{persona.name:28} {_show(table):42} {csv_rows:<5} {_show(canned):42} ")
+        out.write(f"{sql:<4} {verdict}\n")
+    iam.close()
+    # For --serve: a fresh app over a lasting copy of the data, in the server's own loop.
+    served = IAMScope.from_config(config, public_prefixes=PUBLIC_PREFIXES)
+    app = example.create_app(served, example.build_database(example.DEFAULT_DATABASE))
+    app.demo_path = DATASETTE_PATHS["table"]
+    return app, failures
+
+
+async def _datasette_calls(
+    app: Any, personas: list[Persona]
+) -> dict[str, tuple[dict[str, int], int, dict[str, int], int]]:
+    seen = {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://datasette") as client:
+        for persona in personas:
+            token = persona.token()
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            got = {k: await client.get(p, headers=headers) for k, p in DATASETTE_PATHS.items()}
+            table: dict[str, int] = {}
+            for row in got["table"].json() if got["table"].status_code == 200 else []:
+                table[row["region"]] = table.get(row["region"], 0) + 1
+            lines = got["csv"].text.splitlines() if got["csv"].status_code == 200 else [""]
+            canned = got["canned"].json() if got["canned"].status_code == 200 else []
+            seen[persona.name] = (
+                table,
+                len(lines) - 1,  # less the header
+                {row["region"]: row["sales"] for row in canned},
+                got["sql"].status_code,
+            )
+    return seen

@@ -54,6 +54,13 @@ def test_telemetry_benchmark_runs() -> None:
     assert "per request, server span" in out and "per child span" in out
 
 
+def test_orm_benchmark_runs_and_checks_its_contenders() -> None:
+    out = run("bench_orm.py", "--rounds", "2", "--number", "5")
+    for label in ("| unfiltered |", "enforce_rows, plan all", "enforce_rows, region IN"):
+        assert label in out
+    assert "hand-written filter" in out and "Automatic criteria against" in out
+
+
 @pytest.mark.slow
 def test_gateway_benchmark_runs() -> None:
     if shutil.which("wrk") is None and os.geteuid() == 0 and shutil.which("apt-get"):

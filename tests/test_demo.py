@@ -25,6 +25,17 @@ def test_demo_outcomes_match() -> None:
     assert '"decision":"deny"' in text and "team=platform" in text  # audit lines and spans
 
 
+def test_demo_datasette_shows_each_persona_its_rows_on_every_path() -> None:
+    out = io.StringIO()
+    assert run(out, datasette=True) == 0
+    text = out.getvalue()
+    assert "calling Datasette (examples/datasette)" in text
+    assert "MISMATCH" not in text
+    rows = [line for line in text.splitlines() if line.startswith(("east analyst", "admin"))]
+    assert any("east 100" in r and " 403 " in r and r.endswith("ok") for r in rows[-2:])
+    assert any(" 400 " in r and " 200 " in r and r.endswith("ok") for r in rows[-2:])
+
+
 def test_demo_fails_when_the_policy_says_otherwise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ from iamscope.config import load_config
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer
 from tests._http import get
+from tests._script import run_json_script
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "examples" / "policy" / "iamscope.yaml"
@@ -89,19 +87,8 @@ def django_answers() -> dict[str, dict[str, Any]]:
         # wsgi.py's module-level `application` is built from these, as in a deployment.
         "IAMSCOPE_CONFIG": str(REFERENCE),
         "IAMSCOPE_HASH_KEY": "example-key",
-        "PYTHONPATH": str(ROOT),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", DJANGO_SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    answers: dict[str, dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    answers: dict[str, dict[str, Any]] = run_json_script(DJANGO_SCRIPT, env)
     return answers
 
 

@@ -36,6 +36,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         "--serve", action="store_true", help="then keep the app and issuers running (curl lines)"
     )
     demo.add_argument(
+        "--datasette",
+        action="store_true",
+        help="also the Datasette example under the same policy (with --serve: serve it)",
+    )
+    demo.add_argument(
         "--lightstep",
         action="store_true",
         help="also send the spans to Lightstep (token from LS_ACCESS_TOKEN)",
@@ -105,7 +110,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.command == "demo":
             from iamscope.demo import run
 
-            return run(out, serve=args.serve, lightstep=args.lightstep)
+            return run(out, serve=args.serve, lightstep=args.lightstep, datasette=args.datasette)
         if args.command == "lint":
             return policy_commands.lint(Path(args.file), args.strict, out)
         if args.command == "explain":
