@@ -565,7 +565,9 @@ def test_not_before_and_issued_at(local_issuer: LocalIssuer, clock: FakeClock) -
         errors.TokenIssuedInFuture,
         "token_issued_in_future",
     )
-    refused(strict.verify, local_issuer.mint(nbf="soon"), errors.ClaimInvalid, "claim_invalid")
+    refused(
+        strict.verify, local_issuer.mint(nbf="soon"), errors.ClaimTypeInvalid, "claim_type_invalid"
+    )
 
 
 def test_leeway_is_capped_at_sixty_seconds(local_issuer: LocalIssuer) -> None:
@@ -604,8 +606,9 @@ def test_required_claims(local_issuer: LocalIssuer) -> None:
 
 def test_subject_is_required_and_a_string(local_issuer: LocalIssuer, verify: Verify) -> None:
     refused(verify, local_issuer.mint(sub=None), errors.ClaimMissing, "claim_missing")
-    refused(verify, local_issuer.mint(sub=12), errors.ClaimMissing, "claim_missing")
-    refused(verify, local_issuer.mint(jti=5), errors.ClaimInvalid, "claim_invalid")
+    refused(verify, local_issuer.mint(sub=""), errors.ClaimMissing, "claim_missing")
+    refused(verify, local_issuer.mint(sub=12), errors.ClaimTypeInvalid, "claim_type_invalid")
+    refused(verify, local_issuer.mint(jti=5), errors.ClaimTypeInvalid, "claim_type_invalid")
 
 
 # --- secrecy: errors never carry the token or its claim values ---------------------------
