@@ -514,6 +514,10 @@ def test_non_zero_trailing_bits_make_a_token_malformed(
         b'{"iss":"%(iss)s","iss":"https://evil.example","sub":"a","aud":"api://local","exp":%(exp)d}',
         b'{"iss":"%(iss)s","sub":"a","sub":"b","aud":"api://local","exp":%(exp)d}',
         b'{"iss":"%(iss)s","sub":"a","aud":"api://local","exp":%(exp)d,"x":{"y":1,"y":2}}',
+        # Spelled with an escape: equal names once decoded, the classic bypass of parsers
+        # that compare raw member names.
+        b'{"iss":"%(iss)s","sub":"a","s\\u0075b":"admin","aud":"api://local","exp":%(exp)d}',
+        b'{"iss":"%(iss)s","sub":"a","aud":"api://local","a\\u0075d":"x","exp":%(exp)d}',
     ],
 )
 def test_duplicate_member_names_are_refused(
@@ -528,9 +532,18 @@ def test_duplicate_member_names_are_refused(
     )
 
 
-def test_duplicate_header_members_are_refused(local_issuer: LocalIssuer, verify: Verify) -> None:
-    kid = local_issuer.key_for("RS256").kid
-    header = b'{"alg":"RS256","kid":"%s","alg":"none"}' % kid.encode()
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"alg":"RS256","kid":"%s","alg":"none"}',
+        b'{"alg":"RS256","kid":"%s","x":{"a":1,"a":2}}',
+        b'{"alg":"RS256","kid":"%s","\\u0061lg":"none"}',
+    ],
+)
+def test_duplicate_header_members_are_refused(
+    local_issuer: LocalIssuer, verify: Verify, header: bytes
+) -> None:
+    header %= local_issuer.key_for("RS256").kid.encode()
     refused(
         verify,
         raw(local_issuer, header, local_issuer.claims()),
@@ -666,40 +679,6 @@ def test_an_oversized_credential_is_too_large_before_it_is_malformed(engine: IAM
     for junk in ("x" * (16 * 1024 + 1), "{" + "x," * 9000 + "}", "\xe9" * (16 * 1024 + 1)):
         response = asgi_answer(engine, [(b"authorization", f"Bearer {junk}".encode("latin-1"))])
         assert (response.status_code, response.json()["code"]) == (401, "token_too_large")
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        # A duplicate spelled with an escape: equal names once decoded, the classic bypass
-        # of parsers that compare raw member names.
-        b'{"iss":"%(iss)s","sub":"a","s\\u0075b":"admin","aud":"api://local","exp":%(exp)d}',
-        b'{"iss":"%(iss)s","sub":"a","aud":"api://local","a\\u0075d":"x","exp":%(exp)d}',
-    ],
-)
-def test_duplicate_member_names_spelled_with_escapes_are_refused(
-    local_issuer: LocalIssuer, verify: Verify, payload: bytes
-) -> None:
-    body = payload % {b"iss": local_issuer.url.encode(), b"exp": local_issuer.claims()["exp"]}
-    refused(
-        verify,
-        raw(local_issuer, header_for(local_issuer), body),
-        errors.TokenMalformed,
-        "token_malformed",
-    )
-
-
-def test_duplicate_members_nested_in_the_header_are_refused(
-    local_issuer: LocalIssuer, verify: Verify
-) -> None:
-    kid = local_issuer.key_for("RS256").kid
-    header = b'{"alg":"RS256","kid":"%s","x":{"a":1,"a":2}}' % kid.encode()
-    refused(
-        verify,
-        raw(local_issuer, header, local_issuer.claims()),
-        errors.TokenMalformed,
-        "token_malformed",
-    )
 
 
 @pytest.mark.parametrize(
