@@ -274,3 +274,26 @@ def test_unloadable_config_exits_2(tmp_path: Path) -> None:
     assert code == 2 and lines[0].startswith("error: ")
     code, lines = doctor(write(tmp_path, "isuers: []\n"))
     assert code == 2 and "did you mean 'issuers'" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("claims", "words"),
+    [
+        ("", ("must be lists", "claim_not_list", "claims.delimiter")),
+        (", claims: {allow_string: true}", ("read as one value", "claims.delimiter")),
+        (", claims: {delimiter: ','}", ("split on ','", "claims.delimiter")),
+    ],
+)
+def test_doctor_says_how_a_groups_string_is_read(
+    tmp_path: Path,
+    local_issuer: LocalIssuer,
+    env: pytest.MonkeyPatch,
+    claims: str,
+    words: tuple[str, ...],
+) -> None:
+    # "sales-east,analysts" read as one group is the 403 nobody can explain: point at
+    # claims.delimiter whatever the setting.
+    path = write(tmp_path, config_text(local_issuer, issuer_extra=f", max_lifetime: 60{claims}"))
+    code, lines = doctor(path, "--offline")
+    assert code == 0
+    assert lines_with(lines, "ok", "issuer corp", *words), lines
