@@ -141,6 +141,9 @@ OTHER_PURPOSE_TYPES = frozenset(
 )
 
 
+_EVENT_TYPES = frozenset({"logout+jwt", "secevent+jwt"})
+
+
 def _check_header(parsed: ParsedToken, cfg: IssuerConfig) -> str:
     alg: str = parsed.header["alg"]
     if alg not in cfg.allowed_algorithms:
@@ -240,6 +243,12 @@ def _principal(parsed: ParsedToken, cfg: IssuerConfig, now: float) -> Principal:
 
 
 def _check_rules(header: Mapping[str, Any], payload: Mapping[str, Any], cfg: IssuerConfig) -> None:
+    if isinstance(payload.get("events"), dict) and not _EVENT_TYPES & set(cfg.token_types):
+        # A SET or a logout token whose typ was left out (RFC 8417 §2.3: the events
+        # claim is what sets them apart from access and ID tokens).
+        raise TokenTypeInvalid(
+            "a security event or logout token is not accepted here", issuer=cfg.name
+        )
     preset = cfg.preset
     if preset.audience is not None:
         preset.audience(payload, cfg)

@@ -379,9 +379,24 @@ def test_access_and_id_token_types_pass_without_token_types(
     assert verify(local_issuer.mint(headers={"typ": typ})).subject == "user-1"
 
 
+LOGOUT_EVENT = {"http://schemas.openid.net/event/backchannel-logout": {}}
+
+
+@pytest.mark.parametrize("typ", ["JWT", None])
+def test_a_logout_or_security_event_token_without_its_typ_is_refused(
+    local_issuer: LocalIssuer, verify: Verify, typ: str | None
+) -> None:
+    # typ is only a SHOULD for logout tokens and a MAY for SETs: the events claim tells.
+    token = local_issuer.mint(events=LOGOUT_EVENT, sid="s-1", headers={"typ": typ})
+    refused(verify, token, errors.TokenTypeInvalid, "token_type_invalid")
+    assert verify(local_issuer.mint(events=["not", "a", "set"])).subject == "user-1"
+
+
 def test_token_types_may_name_another_purpose_explicitly(local_issuer: LocalIssuer) -> None:
     verifier = TokenVerifier([local_issuer.issuer_config(token_types=("logout+jwt",))])
     assert verifier.verify(local_issuer.mint(headers={"typ": "logout+jwt"}))
+    logout = local_issuer.mint(events=LOGOUT_EVENT, headers={"typ": "logout+jwt"})
+    assert verifier.verify(logout).subject == "user-1"
     refused(
         verifier.verify,
         local_issuer.mint(headers={"typ": "secevent+jwt"}),
