@@ -148,7 +148,8 @@ ENTRA = Preset(
     ),
     kind=_entra_kind,
     check=_entra_check,
-    claim_types={"idtyp": STRING, "_claim_names": OBJECT, "hasgroups": BOOLEAN},
+    # sub: read by `kind` even where oid names the subject.
+    claim_types={"idtyp": STRING, "sub": STRING, "_claim_names": OBJECT, "hasgroups": BOOLEAN},
 )
 
 # --- Google ------------------------------------------------------------------------------
@@ -392,6 +393,7 @@ KUBERNETES = Preset(
     ),
     kind=_workload,
     check=_kubernetes_check,
+    claim_types={"sub": STRING},  # read by the check, before the mapping types it
 )
 
 # SPIFFE ID (SPIFFE-ID spec §2): lowercase trust domain, path segments of [A-Za-z0-9._-]
@@ -414,6 +416,7 @@ SPIFFE = Preset(
     ClaimMap(groups=(), scopes=(), attributes={}),
     kind=_workload,
     check=_spiffe_check,
+    claim_types={"sub": STRING},  # read by the check, before the mapping types it
 )
 
 # --- Identity-aware proxies: signed assertion headers ----------------------------------

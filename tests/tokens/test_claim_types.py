@@ -237,7 +237,8 @@ class Rule:
 
 
 def _kind_types(kind: Kind) -> frozenset[str]:
-    return frozenset({STRING: {"string"}, BOOLEAN: {"boolean"}, OBJECT: {"object"}}[kind])
+    names = {STRING: "string", BOOLEAN: "boolean", OBJECT: "object"}
+    return frozenset({names[kind]})
 
 
 def rules(scenario: Scenario) -> dict[Path, Rule]:
@@ -254,8 +255,9 @@ def rules(scenario: Scenario) -> dict[Path, Rule]:
     }
     for name in ("exp", "nbf", "iat"):
         out[(name,)] = Rule(frozenset({"number"}), typed)
-    for path in cmap.subject:
-        out[split(scenario, path)] = Rule(frozenset({"string"}), typed)
+    for path in cmap.subject[1:]:  # fallbacks are read only when the first is absent
+        out[split(scenario, path)] = Rule(frozenset(JSON_VALUES), typed)
+    out[split(scenario, cmap.subject[0])] = Rule(frozenset({"string"}), typed)
     for path in cmap.groups + cmap.roles:
         accepts = {"list", "string"} if strings else {"list"}
         out[split(scenario, path)] = Rule(frozenset(accepts), mapped)
