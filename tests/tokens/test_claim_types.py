@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, errors
-from iamscope.audit import ListSink
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from iamscope.tokens import PRESETS, IssuerConfig
 from iamscope.tokens.claims import BOOLEAN, OBJECT, STRING, Kind

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, errors
-from iamscope.audit import ListSink
 from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from iamscope.tokens import IssuerConfig, TokenVerifier
 from iamscope.tokens.verify import MAX_NUMERIC_DATE, MIN_NUMERIC_DATE, OTHER_PURPOSE_TYPES
