@@ -169,7 +169,8 @@ def union(
     values: set[str] = set()
     for path in paths:
         found = string_values(
-            lookup(claims, path, strict=True),
+            # A top-level claim without a call: this runs on every cold verification.
+            claims[path] if path in claims else lookup(claims, path, strict=True),
             claim=path,
             delimiter=delimiter,
             split_spaces=split_spaces,
@@ -188,7 +189,7 @@ def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
     name the client in ``common_name``.
     """
     for path in paths:
-        value = lookup(claims, path, strict=True)
+        value = claims[path] if path in claims else lookup(claims, path, strict=True)
         if value is not _MISSING and value is not None and value != "":
             return path, value
     return "", _MISSING
