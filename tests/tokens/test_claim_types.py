@@ -321,11 +321,26 @@ def config(scenario: Scenario, issuer: LocalIssuer | None) -> IssuerConfig:
     return IssuerConfig(name="idp", issuer=url, preset=PRESETS[scenario.preset], **settings)
 
 
-POLICY = {
-    "version": "1",
-    "roles": {"reader": {"permissions": ["orders:read"]}},
-    "bindings": [{"groups": ["g"], "roles": ["reader"]}],
-}
+def policy(scenario: Scenario) -> dict[str, Any]:
+    """A policy that reads every claim the preset reads again, in resolve: as an attribute
+    source (rendered into a row rule) and as a binding on claim values, so a claim of an
+    odd type is also answered, never a crash, where the policy meets it."""
+    paths = sorted(".".join(path) for path in rules(scenario))
+    names = [f"c{i}" for i in range(len(paths))]
+    return {
+        "version": "1",
+        "attributes": {
+            name: {"multi": True, "claim": path} for name, path in zip(names, paths, strict=True)
+        },
+        "roles": {
+            "reader": {
+                "permissions": ["orders:read"],
+                "rows": {"orders": {name: f"${name}" for name in names}},
+            }
+        },
+        "bindings": [{"groups": ["g"], "roles": ["reader"]}]
+        + [{"issuer": "idp", "claims": {path: ["x"]}, "roles": ["reader"]} for path in paths],
+    }
 
 
 @dataclass
@@ -352,7 +367,7 @@ def envs() -> Iterator[Callable[[Scenario], Env]]:
         if scenario.preset not in made:
             issuer = LocalIssuer(algorithms=(scenario.alg,)).start()
             cfg = config(scenario, issuer)
-            made[scenario.preset] = Env(issuer, cfg, engine(cfg), engine(cfg))
+            made[scenario.preset] = Env(issuer, cfg, engine(cfg, scenario), engine(cfg, scenario))
         return made[scenario.preset]
 
     yield env
@@ -362,8 +377,9 @@ def envs() -> Iterator[Callable[[Scenario], Env]]:
         each.issuer.stop()
 
 
-def engine(cfg: IssuerConfig) -> IAMScope:
-    return IAMScope([cfg], PolicyStore(POLICY), audit=ListSink(), hash_key=b"k" * 32)
+def engine(cfg: IssuerConfig, scenario: Scenario) -> IAMScope:
+    store = PolicyStore(policy(scenario), issuers=(cfg,))
+    return IAMScope([cfg], store, audit=ListSink(), hash_key=b"k" * 32)
 
 
 def sign(
