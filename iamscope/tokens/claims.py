@@ -231,8 +231,29 @@ def freeze(payload: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _freeze(value: Any) -> Any:
-    if type(value) is dict:
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if type(value) is list:
-        return tuple(_freeze(v) for v in value)
-    return value
+    if type(value) is not dict and type(value) is not list:
+        return value
+    # Children before parents, without recursion: a signed payload may nest as deep as
+    # the JSON parser allows (~1,000 levels), deeper than a handler's remaining stack.
+    frozen: dict[int, Any] = {}
+    stack = [value]
+    while stack:
+        node = stack[-1]
+        items = node.values() if type(node) is dict else node
+        pending = [v for v in items if type(v) in _CONTAINERS and id(v) not in frozen]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        if type(node) is dict:
+            frozen[id(node)] = MappingProxyType({k: frozen.get(id(v), v) for k, v in node.items()})
+        else:
+            frozen[id(node)] = tuple(frozen.get(id(v), v) for v in node)
+    return frozen[id(value)]
+
+
+_CONTAINERS = (dict, list)
+
+
+def _done(value: Any, frozen: dict[int, Any]) -> Any:
+    return frozen[id(value)] if type(value) in _CONTAINERS else value

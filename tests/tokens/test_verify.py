@@ -606,6 +606,25 @@ def test_payload_must_be_a_strict_utf8_json_object(
     )
 
 
+def test_a_deeply_nested_claim_is_read_without_recursion(
+    local_issuer: LocalIssuer, verify: Verify
+) -> None:
+    # The parser accepts what its recursion limit allows; a handler deep in its framework
+    # reading the claim must not hit that limit where the parser did not (a 500).
+    depth = 700
+    nested = b"[" * depth + b"]" * depth
+    claims = json.dumps(local_issuer.claims())[:-1].encode() + b',"d":' + nested + b"}"
+    principal = verify(raw(local_issuer, header_for(local_issuer), claims))
+
+    def read_from_a_deep_stack(frames: int) -> Any:
+        return read_from_a_deep_stack(frames - 1) if frames else principal.claims["d"]
+
+    value = read_from_a_deep_stack(400)
+    for _ in range(depth - 1):
+        (value,) = value
+    assert value == ()
+
+
 def test_surrogate_pairs_are_fine(local_issuer: LocalIssuer, verify: Verify) -> None:
     claims = json.dumps(local_issuer.claims())[:-1].encode() + b',"name":"\\ud83d\\ude00"}'
     principal = verify(raw(local_issuer, header_for(local_issuer), claims))
