@@ -11,17 +11,18 @@ they name the rule that failed, and at most the *name* of a claim.
     ├── TokenError .......................... token_invalid          401 invalid_token
     │   ├── TokenMissing .................... token_missing
     │   ├── TokenTooLarge ................... token_too_large
-    │   ├── TokenMalformed .................. token_malformed
+    │   ├── TokenMalformed .................. token_malformed        (bad encoding, junk, non-ASCII)
     │   ├── TokenUnsupported ................ token_unsupported      (JWE, JSON form, alg none)
     │   ├── HeaderInvalid ................... header_invalid         (crit, jwk/jku/x5u/x5c, kid)
     │   │   ├── AlgorithmNotAllowed ......... algorithm_not_allowed
-    │   │   └── TokenTypeInvalid ............ token_type_invalid
+    │   │   └── TokenTypeInvalid ............ token_type_invalid     (logout+jwt, secevent+jwt…)
     │   ├── IssuerUntrusted ................. issuer_untrusted
     │   ├── TokenRevoked .................... token_revoked
     │   ├── KeyNotFound ..................... key_not_found
     │   ├── SignatureInvalid ................ signature_invalid
-    │   ├── ClaimInvalid (.claim) ........... claim_invalid
+    │   ├── ClaimInvalid (.claim) ........... claim_invalid          (e.g. a date beyond year 9999)
     │   │   ├── ClaimMissing ................ claim_missing
+    │   │   ├── ClaimTypeInvalid ............ claim_type_invalid     (wrong JSON type)
     │   │   ├── TokenExpired ................ token_expired
     │   │   ├── TokenNotYetValid ............ token_not_yet_valid
     │   │   ├── TokenIssuedInFuture ......... token_issued_in_future
@@ -29,6 +30,7 @@ they name the rule that failed, and at most the *name* of a claim.
     │   │   ├── AudienceInvalid ............. audience_invalid
     │   │   └── SignerInvalid ............... signer_invalid         (AWS ALB)
     │   └── ClaimMappingError (.claim) ...... claim_mapping_invalid
+    │       ├── ClaimNotList ................ claim_not_list         (a string; see `delimiter`)
     │       └── GroupsOverage ............... groups_overage         (Entra ID)
     ├── PlanUnsupported ..................... plan_unsupported       (renderer cannot express)
     ├── AccessDenied (.requirement) ......... access_denied          403 insufficient_scope
@@ -39,6 +41,10 @@ they name the rule that failed, and at most the *name* of a claim.
     │   └── RequirementFailed ............... requirement_failed     (a custom predicate)
     ├── KeysUnavailable ..................... keys_unavailable       503 (outage, not bad token)
     └── RevocationsUnavailable .............. revocations_unavailable 503 (shared list out of reach)
+
+Every fault *in the credential* (its bytes, its encoding, its JSON, its claims) is a
+``TokenError`` answering 401; ``RequestInvalid`` (400) is only for faults of the request
+around it: the credential sent twice, or two credentials in one header.
 
 ``KeysUnavailable`` deliberately does not inherit from ``TokenError``: code that catches
 token faults to answer 401 must not swallow an outage.
@@ -54,6 +60,8 @@ __all__ = [
     "ClaimInvalid",
     "ClaimMappingError",
     "ClaimMissing",
+    "ClaimNotList",
+    "ClaimTypeInvalid",
     "ConfigError",
     "GroupsOverage",
     "HeaderInvalid",
@@ -123,7 +131,9 @@ class ConfigError(IAMScopeError):
 
 
 class RequestInvalid(IAMScopeError):
-    """The request is malformed (e.g. two Authorization headers)."""
+    """The request around the credential is malformed: the credential's header or cookie
+    sent twice, or two credentials in one header. A fault in the credential itself is a
+    :class:`TokenError` (401)."""
 
     code = "request_invalid"
     status = 400
@@ -199,6 +209,13 @@ class ClaimMissing(ClaimInvalid):
     code = "claim_missing"
 
 
+class ClaimTypeInvalid(ClaimInvalid):
+    """A claim the verification or a preset rule reads has the wrong JSON type
+    (a number for ``aud``, an object for ``token_use``...): refused, never guessed at."""
+
+    code = "claim_type_invalid"
+
+
 class TokenExpired(ClaimInvalid):
     code = "token_expired"
 
@@ -231,6 +248,17 @@ class ClaimMappingError(TokenError):
     def __init__(self, message: str, *, claim: str, issuer: str | None = None) -> None:
         super().__init__(message, issuer=issuer)
         self.claim = claim
+
+
+class ClaimNotList(ClaimMappingError):
+    """A groups or roles claim is a plain string where a list is expected.
+
+    Read as one value, ``"sales-east,analysts"`` would be one group nobody is bound to:
+    the issuer's ``claims.delimiter`` splits such strings, ``claims.allow_string`` reads
+    a lone string as a one-value list.
+    """
+
+    code = "claim_not_list"
 
 
 class GroupsOverage(ClaimMappingError):

@@ -39,6 +39,10 @@ def test_codes_are_unique_snake_case() -> None:
         (errors.SignatureInvalid, 401, "invalid_token"),
         (errors.IssuerUntrusted, 401, "invalid_token"),
         (errors.GroupsOverage, 401, "invalid_token"),
+        (errors.TokenMalformed, 401, "invalid_token"),
+        (errors.ClaimTypeInvalid, 401, "invalid_token"),
+        (errors.ClaimNotList, 401, "invalid_token"),
+        (errors.TokenTypeInvalid, 401, "invalid_token"),
         (errors.TokenMissing, 401, ""),
         (errors.RequestInvalid, 400, "invalid_request"),
         (errors.AccessDenied, 403, "insufficient_scope"),
@@ -62,3 +66,21 @@ def test_config_error_names_file_and_line() -> None:
     exc = errors.ConfigError("unknown key 'x'", source="cfg.yaml", line=7, key="x")
     assert str(exc) == "cfg.yaml:7: unknown key 'x'"
     assert (exc.detail, exc.key) == ("unknown key 'x'", "x")
+
+
+def test_readme_lists_every_code_under_its_http_answer() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): set(re.findall(r"`([a-z_]+)`", line.split("|")[2]))
+        for line in readme.splitlines()
+        if re.match(r"\| (401|400|403|503)\b", line)
+    }
+    by_status = {401: "401 `invalid_token`", 400: "400 `invalid_request`"}
+    by_status |= {403: "403 `insufficient_scope`", 503: "503"}
+    for cls in all_errors():
+        if cls.status in by_status:
+            assert cls.code in rows[by_status[cls.status]], (cls.code, cls.status)
+    listed = set().union(*rows.values())
+    assert listed <= {cls.code for cls in all_errors()}  # no stale code either

@@ -111,6 +111,28 @@ def _doctor_issuer(report: _Report, cfg: IssuerConfig, offline: bool, timeout: f
         report.warn(who, f"leeway {cfg.leeway:g} s is over {_MAX_SAFE_LEEWAY:g} s")
     else:
         report.ok(who, f"leeway {cfg.leeway:g} s")
+    _doctor_claim_strings(report, who, cfg)
+
+
+def _doctor_claim_strings(report: _Report, who: str, cfg: IssuerConfig) -> None:
+    """How a groups/roles claim sent as a string is read: the usual 403 nobody explains."""
+    cmap = cfg.claim_map
+    if not cmap.groups + cmap.roles:
+        return
+    if cmap.delimiter is not None:
+        report.ok(who, f"groups/roles strings are split on {cmap.delimiter!r} (claims.delimiter)")
+    elif cmap.allow_string:
+        report.ok(
+            who,
+            "a groups/roles string is read as one value (claims.allow_string); if the issuer "
+            "sends several as 'a,b', set claims.delimiter: ','",
+        )
+    else:
+        report.ok(
+            who,
+            "groups/roles must be lists; a string is refused (claim_not_list): set "
+            "claims.delimiter: ',' if the issuer sends 'a,b'",
+        )
 
 
 def _doctor_key_policy(report: _Report, who: str, cfg: IssuerConfig) -> None:

@@ -67,7 +67,10 @@ def explain(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError:
         raise  # unusable input (2), not a refused identity (1)
     except IAMScopeError as exc:
-        out.write(json.dumps({"decision": "deny", "code": exc.code, "detail": exc.message}) + "\n")
+        refusal: dict[str, Any] = {"decision": "deny", "code": exc.code, "detail": exc.message}
+        if hints := _delimiter_hints(config.issuers, args.claims, args.token):
+            refusal["hints"] = hints
+        out.write(json.dumps(refusal) + "\n")
         return FAILED
     report = compiled.explain(principal)
     report["rows_sql"] = _rows_sql(compiled.resolve(principal))
@@ -77,8 +80,41 @@ def explain(args: argparse.Namespace, out: TextIO) -> int:
         "groups": sorted(principal.groups),
         "attributes": {k: list(v) for k, v in sorted(principal.attributes.items())},
     }
+    if hints := _delimiter_hints(config.issuers, args.claims, args.token):
+        report["hints"] = hints
     out.write(json.dumps(report, indent=2, default=str) + "\n")
     return OK
+
+
+def _delimiter_hints(
+    issuers: Sequence[IssuerConfig], claims: str | None, token: str | None
+) -> list[str]:
+    """Point at ``claims.delimiter`` when a groups or roles claim is one string holding
+    commas: refused (``claim_not_list``) or, where strings are allowed, one odd group.
+    Reads the token unverified, for this hint only; names claims, never their values."""
+    from iamscope.tokens.claims import lookup
+    from iamscope.tokens.jose import parse
+
+    try:
+        data = parse(token).payload if token is not None else json.loads(claims or "")
+    except (IAMScopeError, ValueError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    hints = []
+    for cfg in issuers:
+        if cfg.claim_map.delimiter is not None or (
+            len(issuers) > 1 and cfg.issuer != data.get("iss")
+        ):
+            continue
+        for path in cfg.claim_map.groups + cfg.claim_map.roles:
+            value = lookup(data, path)
+            if isinstance(value, str) and "," in value:
+                hints.append(
+                    f"issuer {cfg.name}: claim '{path}' is one string holding commas; if it "
+                    "lists several values, set claims.delimiter: ','"
+                )
+    return hints
 
 
 def _principal(

@@ -10,13 +10,49 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
-from iamscope.errors import ClaimMappingError
+from iamscope.errors import ClaimMappingError, ClaimNotList, ClaimTypeInvalid
 
-__all__ = ["ClaimMap", "FrozenClaims", "freeze", "lookup", "string_values"]
+__all__ = [
+    "BOOLEAN",
+    "OBJECT",
+    "STRING",
+    "ClaimMap",
+    "FrozenClaims",
+    "Kind",
+    "check_types",
+    "freeze",
+    "lookup",
+    "string_values",
+]
 
 _MISSING = object()
+
+
+class Kind(NamedTuple):
+    """A JSON type a rule expects of a claim: its name for messages and the Python types
+    the JSON parser makes of it (exact: bool is an int subclass, and JSON has no tuples)."""
+
+    name: str
+    types: frozenset[type]
+
+
+STRING = Kind("a string", frozenset({str}))
+BOOLEAN = Kind("a boolean", frozenset({bool}))
+OBJECT = Kind("an object", frozenset({dict}))
+
+
+def check_types(claims: Mapping[str, Any], kinds: Mapping[str, Kind], *, issuer: str) -> None:
+    """Refuse a claim of the wrong JSON type before any rule reads it.
+
+    ``null`` counts as absent, as it does everywhere in the mapping: absence never grants
+    more than presence, and required claims are checked for presence on their own.
+    """
+    for name, kind in kinds.items():
+        value = claims.get(name)
+        if value is not None and type(value) not in kind.types:
+            raise ClaimTypeInvalid(f"'{name}' must be {kind.name}", claim=name, issuer=issuer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +70,18 @@ class ClaimMap:
     scopes: tuple[str, ...] = ("scope", "scp")
     attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     delimiter: str | None = None  # for providers that send groups/roles as "a,b"
+    #: Groups and roles are lists; a plain string is refused (``claim_not_list``) unless
+    #: the issuer is known to send one value that way, or ``delimiter`` splits it.
+    allow_string: bool = False
 
 
-def lookup(claims: Mapping[str, Any], path: str) -> Any:
-    """The value at ``path``, or the module's missing marker (see :func:`is_missing`)."""
+def lookup(claims: Mapping[str, Any], path: str, *, strict: bool = False) -> Any:
+    """The value at ``path``, or the module's missing marker (see :func:`is_missing`).
+
+    With ``strict``, a step through something that is not an object (``realm_access``
+    sent as a string) is a :class:`ClaimMappingError` rather than "missing": the claim
+    mapping reads strictly, policy bindings on raw claims read leniently (no match).
+    """
     if path in claims:  # the common case: a top-level claim, dots in its name or not
         return claims[path]
     if "." not in path:
@@ -46,6 +90,10 @@ def lookup(claims: Mapping[str, Any], path: str) -> Any:
     rest = path
     while True:
         if not isinstance(node, dict | Mapping):
+            if strict and node is not None:
+                raise ClaimMappingError(
+                    f"claim '{path}' passes through a value that is not an object", claim=path
+                )
             return _MISSING
         if rest in node:
             return node[rest]
@@ -74,11 +122,17 @@ def is_missing(value: Any) -> bool:
 
 
 def string_values(
-    value: Any, *, claim: str, delimiter: str | None, split_spaces: bool = False
+    value: Any,
+    *,
+    claim: str,
+    delimiter: str | None,
+    split_spaces: bool = False,
+    allow_string: bool = True,
 ) -> tuple[str, ...]:
     """Coerce a claim to a tuple of strings, or raise :class:`ClaimMappingError`.
 
-    A string is one value unless a delimiter applies; a list must hold only strings.
+    A string is split on spaces (scopes) or on ``delimiter``; otherwise it is one value
+    when ``allow_string``, else :class:`ClaimNotList`. A list must hold only strings.
     Anything else (numbers, objects, mixed lists) is a mapping error, never a crash and
     never silently empty.
     """
@@ -89,6 +143,13 @@ def string_values(
             return tuple(value.split())
         if delimiter is not None:
             return tuple(part.strip() for part in value.split(delimiter) if part.strip())
+        if not allow_string:
+            raise ClaimNotList(
+                f"claim '{claim}' is a string where a list is expected: set the issuer's "
+                "claims.delimiter (e.g. ',') if it sends several values as 'a,b', or "
+                "claims.allow_string: true if it sends a lone value as a plain string",
+                claim=claim,
+            )
         return (value,) if value else ()
     if isinstance(value, list | tuple):
         if all(isinstance(item, str) for item in value):
@@ -103,19 +164,21 @@ def union(
     *,
     delimiter: str | None,
     split_spaces: bool = False,
+    allow_string: bool = True,
 ) -> frozenset[str]:
-    if len(paths) == 1:
-        value = lookup(claims, paths[0])
-        return frozenset(
-            string_values(value, claim=paths[0], delimiter=delimiter, split_spaces=split_spaces)
-        )
     values: set[str] = set()
     for path in paths:
-        values.update(
-            string_values(
-                lookup(claims, path), claim=path, delimiter=delimiter, split_spaces=split_spaces
-            )
+        found = string_values(
+            # A top-level claim without a call: this runs on every cold verification.
+            claims[path] if path in claims else lookup(claims, path, strict=True),
+            claim=path,
+            delimiter=delimiter,
+            split_spaces=split_spaces,
+            allow_string=allow_string,
         )
+        if len(paths) == 1:  # the common case: no set to build
+            return frozenset(found)
+        values.update(found)
     return frozenset(values)
 
 
@@ -126,7 +189,7 @@ def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
     name the client in ``common_name``.
     """
     for path in paths:
-        value = lookup(claims, path)
+        value = claims[path] if path in claims else lookup(claims, path, strict=True)
         if value is not _MISSING and value is not None and value != "":
             return path, value
     return "", _MISSING
@@ -168,8 +231,29 @@ def freeze(payload: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _freeze(value: Any) -> Any:
-    if type(value) is dict:
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if type(value) is list:
-        return tuple(_freeze(v) for v in value)
-    return value
+    if type(value) is not dict and type(value) is not list:
+        return value
+    # Children before parents, without recursion: a signed payload may nest as deep as
+    # the JSON parser allows (~1,000 levels), deeper than a handler's remaining stack.
+    frozen: dict[int, Any] = {}
+    stack = [value]
+    while stack:
+        node = stack[-1]
+        items = node.values() if type(node) is dict else node
+        pending = [v for v in items if type(v) in _CONTAINERS and id(v) not in frozen]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        if type(node) is dict:
+            frozen[id(node)] = MappingProxyType({k: frozen.get(id(v), v) for k, v in node.items()})
+        else:
+            frozen[id(node)] = tuple(frozen.get(id(v), v) for v in node)
+    return frozen[id(value)]
+
+
+_CONTAINERS = (dict, list)
+
+
+def _done(value: Any, frozen: dict[int, Any]) -> Any:
+    return frozen[id(value)] if type(value) in _CONTAINERS else value

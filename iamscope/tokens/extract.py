@@ -12,14 +12,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from iamscope.errors import RequestInvalid, TokenMissing, TokenTooLarge
+from iamscope.errors import RequestInvalid, TokenMalformed, TokenMissing, TokenTooLarge
 
 __all__ = ["Source", "extract_from_environ", "extract_from_headers"]
 
 SourceKind = Literal["bearer", "cookie", "header"]
 
-# RFC 6750 §2.1 b64token; JWS compact tokens only ever use the base64url subset plus dots.
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# What splits one request's credentials from another's. A WSGI server joins a repeated
+# header with "," (gunicorn, wsgiref, werkzeug) or ", ", so after a comma a second bearer
+# credential starts with an auth-scheme, whitespace and a token68 or auth-param character
+# (RFC 9110 §11.4); a second proxy assertion is another compact JWS. Anything else after
+# a comma (JSON, a junk character) is a fault inside the one credential: 401, not 400.
+_SECOND_CREDENTIAL = re.compile(
+    r"[ \t]*[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*[ \t]+[A-Za-z0-9._~+/=-]"
+)
+_COMPACT_JWS = re.compile(r"[ \t]*[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*\.[A-Za-z0-9_=-]*[ \t]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +62,21 @@ def _parse_bearer(value: str) -> str:
         # Another scheme (Basic, DPoP...) is not a bearer token for us: no credentials.
         raise TokenMissing("no bearer token in the Authorization header")
     token = token.strip(" ")
-    if not _B64TOKEN.fullmatch(token):
-        raise RequestInvalid("the Authorization header is not a single bearer token")
+    if not token:
+        raise TokenMalformed("the bearer token is empty")
+    # The characters are the parser's to judge (jose.parse): a bad one is a fault in the
+    # credential, answered 401 invalid_token like every other (RFC 6750 §3.1).
     return token
+
+
+def _two_credentials(value: str, source: Source) -> bool:
+    """True when a header value holds more than one credential (module comment above)."""
+    if "," not in value:
+        return False
+    parts = value.split(",")
+    if source.kind == "bearer":
+        return any(_SECOND_CREDENTIAL.match(part) for part in parts[1:])
+    return all(_COMPACT_JWS.fullmatch(part) for part in parts)
 
 
 def _cookie_values(value: str, name: str) -> list[str]:
@@ -85,8 +104,7 @@ def _from_values(values: Sequence[str], source: Source, max_bytes: int) -> str:
             raise TokenMissing(f"no {source.name} header")
         if len(values[0]) > max_bytes + 16:
             raise TokenTooLarge(f"the {source.name} header exceeds {max_bytes} bytes")
-        if "," in values[0]:
-            # No token contains a comma; WSGI servers join repeated headers with ", ".
+        if _two_credentials(values[0], source):
             raise RequestInvalid(f"the {source.name} header is sent more than once")
         if source.kind == "bearer":
             token = _parse_bearer(values[0])
@@ -105,7 +123,9 @@ def extract_from_headers(
     *,
     max_bytes: int = 16 * 1024,
 ) -> str:
-    """The token from an ASGI header list; raises TokenMissing / RequestInvalid."""
+    """The credential from an ASGI header list, as sent: judging its characters is the
+    parser's job. Raises TokenMissing, TokenTooLarge, TokenMalformed (an empty bearer) or
+    RequestInvalid (the credential sent twice)."""
     wanted = source.header_name.encode("latin-1")
     values = [v.decode("latin-1") for k, v in headers if k.lower() == wanted]
     return _from_values(values, source, max_bytes)
@@ -117,7 +137,7 @@ def extract_from_environ(
     *,
     max_bytes: int = 16 * 1024,
 ) -> str:
-    """The token from a WSGI environ; raises TokenMissing / RequestInvalid."""
+    """The credential from a WSGI environ; the same rules as :func:`extract_from_headers`."""
     key = "HTTP_" + source.header_name.upper().replace("-", "_")
     value = environ.get(key)
     # WSGI servers join repeated headers into one value; _from_values detects the join.

@@ -58,7 +58,7 @@ _KEYS = (
     "owners",
     "keys",
 )
-_CLAIM_KEYS = ("subject", "groups", "roles", "scopes", "attributes", "delimiter")
+_CLAIM_KEYS = ("subject", "groups", "roles", "scopes", "attributes", "delimiter", "allow_string")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +239,7 @@ def _fill(claims: ClaimMap, cfg: IssuerConfig) -> ClaimMap:
         scopes=fill(claims.scopes),
         attributes={name: fill(paths) for name, paths in claims.attributes.items()},
         delimiter=claims.delimiter,
+        allow_string=claims.allow_string,
     )
 
 
@@ -259,6 +260,7 @@ def _claim_overrides(base: ClaimMap, data: Any, where: str | None) -> ClaimMap:
         "scopes": base.scopes,
         "attributes": dict(base.attributes),
         "delimiter": base.delimiter,
+        "allow_string": base.allow_string,
     }
     for key in ("subject", "groups", "roles", "scopes"):
         if key in data:
@@ -274,6 +276,10 @@ def _claim_overrides(base: ClaimMap, data: Any, where: str | None) -> ClaimMap:
         if not isinstance(delimiter, str) or not delimiter:
             raise ConfigError("'claims.delimiter' must be a non-empty string", source=where)
         fields["delimiter"] = delimiter
+    if "allow_string" in data:
+        if not isinstance(data["allow_string"], bool):
+            raise ConfigError("'claims.allow_string' must be true or false", source=where)
+        fields["allow_string"] = data["allow_string"]
     return ClaimMap(**fields)
 
 

@@ -21,7 +21,7 @@ from iamscope.errors import (
     GroupsOverage,
     SignerInvalid,
 )
-from iamscope.tokens.claims import ClaimMap
+from iamscope.tokens.claims import BOOLEAN, OBJECT, STRING, ClaimMap, Kind
 from iamscope.tokens.extract import Source
 from iamscope.tokens.issuer_fields import IssuerFields as IssuerConfig  # no import cycle
 from iamscope.tokens.principal import PrincipalKind
@@ -78,6 +78,9 @@ class Preset:
     pem_keys: bool = False
     #: CI presets: who may sign in (organisations / namespaces); empty is a config error.
     owners: Callable[[IssuerConfig], tuple[str, ...]] | None = None
+    #: The JSON type of every claim ``kind``, ``check`` and ``audience`` read beyond the
+    #: claim map (whose paths are typed by the mapping itself), checked before they run.
+    claim_types: Mapping[str, Kind] = field(default_factory=dict)
 
 
 # --- Okta -------------------------------------------------------------------------------
@@ -98,6 +101,7 @@ OKTA = Preset(
         attributes={"email": ("email",), "client_id": ("cid",), "user_id": ("uid",)},
     ),
     kind=_okta_kind,
+    claim_types={"uid": STRING, "cid": STRING},
 )
 
 # --- Microsoft Entra ID (v1 sts.windows.net and v2 login.microsoftonline.com) ---------
@@ -144,6 +148,8 @@ ENTRA = Preset(
     ),
     kind=_entra_kind,
     check=_entra_check,
+    # sub: read by `kind` even where oid names the subject.
+    claim_types={"idtyp": STRING, "sub": STRING, "_claim_names": OBJECT, "hasgroups": BOOLEAN},
 )
 
 # --- Google ------------------------------------------------------------------------------
@@ -180,6 +186,7 @@ GOOGLE = Preset(
     ),
     kind=_google_kind,
     check=_hosted_domain_check,
+    claim_types={"email": STRING, "hd": STRING},
 )
 
 # --- AWS Cognito -------------------------------------------------------------------------
@@ -222,6 +229,7 @@ COGNITO = Preset(
     kind=_cognito_kind,
     check=_cognito_check,
     audience=_cognito_audience,
+    claim_types={"token_use": STRING, "client_id": STRING, "username": STRING},
 )
 
 # --- Keycloak ----------------------------------------------------------------------------
@@ -243,6 +251,7 @@ KEYCLOAK = Preset(
         attributes={"username": ("preferred_username",), "email": ("email",), "client": ("azp",)},
     ),
     kind=_keycloak_kind,
+    claim_types={"preferred_username": STRING},
 )
 
 # --- Auth0 -------------------------------------------------------------------------------
@@ -262,6 +271,7 @@ AUTH0 = Preset(
         attributes={"email": ("{namespace}/email", "email"), "client": ("azp",)},
     ),
     kind=_auth0_kind,
+    claim_types={"gty": STRING},
 )
 
 # --- CI and workload identities ----------------------------------------------------------
@@ -331,6 +341,7 @@ GITHUB_ACTIONS = Preset(
     check=_github_check,
     algorithms=("RS256",),
     owners=github_owners,
+    claim_types={"repository_owner": STRING},
 )
 
 GITLAB_CI = Preset(
@@ -357,6 +368,7 @@ GITLAB_CI = Preset(
     kind=_workload,
     check=_gitlab_check,
     owners=lambda cfg: cfg.owners,
+    claim_types={"namespace_path": STRING},
 )
 
 
@@ -381,6 +393,7 @@ KUBERNETES = Preset(
     ),
     kind=_workload,
     check=_kubernetes_check,
+    claim_types={"sub": STRING},  # read by the check, before the mapping types it
 )
 
 # SPIFFE ID (SPIFFE-ID spec §2): lowercase trust domain, path segments of [A-Za-z0-9._-]
@@ -403,6 +416,7 @@ SPIFFE = Preset(
     ClaimMap(groups=(), scopes=(), attributes={}),
     kind=_workload,
     check=_spiffe_check,
+    claim_types={"sub": STRING},  # read by the check, before the mapping types it
 )
 
 # --- Identity-aware proxies: signed assertion headers ----------------------------------
@@ -418,6 +432,7 @@ GOOGLE_IAP = Preset(
     check=_hosted_domain_check,
     source=Source.header("x-goog-iap-jwt-assertion"),
     algorithms=("ES256",),
+    claim_types={"email": STRING, "hd": STRING},
 )
 
 
@@ -435,7 +450,9 @@ def _alb_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
 
 AWS_ALB = Preset(
     "aws-alb",
-    ClaimMap(groups=("groups",), scopes=(), attributes={"email": ("email",)}),
+    # The ALB forwards the claims of whatever IdP sits behind it as that IdP sends them;
+    # several (ADFS, PingFederate) send a user's only group as a plain string.
+    ClaimMap(groups=("groups",), scopes=(), attributes={"email": ("email",)}, allow_string=True),
     check=_alb_check,
     audience_required=False,
     source=Source.header("x-amzn-oidc-data"),
@@ -462,6 +479,7 @@ CLOUDFLARE_ACCESS = Preset(
     kind=_cloudflare_kind,
     source=Source.header("cf-access-jwt-assertion"),
     algorithms=("RS256",),
+    claim_types={"common_name": STRING},
 )
 
 POMERIUM = Preset(

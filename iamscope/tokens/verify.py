@@ -18,8 +18,11 @@ from typing import Any
 
 from iamscope.errors import (
     AlgorithmNotAllowed,
+    AudienceInvalid,
     ClaimInvalid,
+    ClaimMappingError,
     ClaimMissing,
+    ClaimTypeInvalid,
     ConfigError,
     IssuerUntrusted,
     SignatureInvalid,
@@ -125,16 +128,52 @@ class Verifier:
         return cfg
 
 
+#: ``typ`` values (RFC 7515 §4.1.9, without "application/") registered for JWTs that are
+#: not access or ID tokens. Signed by the same keys as access tokens, they must never pass
+#: as one (RFC 8725 §3.11), ``token_types`` set or not. An issuer that means to accept one
+#: names it in ``token_types``.
+OTHER_PURPOSE_TYPES = frozenset(
+    {
+        "logout+jwt",  # OpenID Connect Back-Channel Logout 1.0
+        "secevent+jwt",  # RFC 8417 Security Event Token
+        "token-introspection+jwt",  # RFC 9701 introspection response
+        "oauth-authz-req+jwt",  # RFC 9101 request object
+        "dpop+jwt",  # RFC 9449 DPoP proof
+        "kb+jwt",  # RFC 9901 SD-JWT key binding
+        "vc+jwt",  # W3C VC-JOSE-COSE verifiable credential
+        "vp+jwt",  # W3C VC-JOSE-COSE verifiable presentation
+        "entity-statement+jwt",  # OpenID Federation 1.0
+        "trust-mark+jwt",  # OpenID Federation 1.0
+        "trust-mark-delegation+jwt",  # OpenID Federation 1.0
+        "resolve-response+jwt",  # OpenID Federation 1.0
+        "jwk-set+jwt",  # OpenID Federation 1.0 signed JWK set
+        "status-list+jwt",  # OAuth Token Status List
+        "oauth-client-attestation+jwt",  # OAuth attestation-based client authentication
+        "oauth-client-attestation-pop+jwt",
+    }
+)
+
+
+_EVENT_TYPES = frozenset({"logout+jwt", "secevent+jwt"})
+
+
 def _check_header(parsed: ParsedToken, cfg: IssuerConfig) -> str:
     alg: str = parsed.header["alg"]
     if alg not in cfg.allowed_algorithms:
         # The alg is unsigned attacker text at this point: it stays out of the message.
         raise AlgorithmNotAllowed("the token's algorithm is not allowed", issuer=cfg.name)
+    typ = parsed.header.get("typ")  # a string or absent: jose.parse checked
     if cfg.token_types:
-        typ = parsed.header.get("typ")
-        if not isinstance(typ, str) or media_type(typ) not in cfg.token_types:
+        if typ is None or media_type(typ) not in cfg.token_types:
             raise TokenTypeInvalid("token type is not accepted here", issuer=cfg.name)
+    elif typ is not None and typ != "JWT" and _other_purpose(media_type(typ)):
+        raise TokenTypeInvalid("token type is for another purpose", issuer=cfg.name)
     return alg
+
+
+def _other_purpose(typ: str) -> bool:
+    # An SD-JWT ("+sd-jwt", RFC 9901) is a credential presentation, never a bearer token.
+    return typ in OTHER_PURPOSE_TYPES or typ.endswith("+sd-jwt")
 
 
 def _finish(
@@ -164,20 +203,26 @@ def _verified_key(
     return None
 
 
+# NumericDate bounds (RFC 7519 §2): a date a datetime can hold, years 1 to 9999. The
+# upper one is also well inside I-JSON's exact integers (±(2**53 - 1), RFC 7493 §2.2), so
+# no float rounding moves a date across it; "exp": 1e300 is refused, never "never expires".
+MIN_NUMERIC_DATE = -62135596800  # 0001-01-01T00:00:00Z
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
+
+
 def _numeric_date(payload: Mapping[str, Any], name: str, issuer: str) -> float | None:
     value = payload.get(name)
     if value is None:
         return None
     # bool is an int subclass and strings are not NumericDate (RFC 7519 §2).
     if type(value) not in (int, float):
-        raise ClaimInvalid(f"'{name}' must be a number", claim=name, issuer=issuer)
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond any float
-        number = math.inf
-    if not math.isfinite(number):
-        raise ClaimInvalid(f"'{name}' must be a finite number", claim=name, issuer=issuer)
-    return number
+        raise ClaimTypeInvalid(f"'{name}' must be a number", claim=name, issuer=issuer)
+    # One chained comparison: exact for ints of any size, False for NaN and infinities.
+    if not MIN_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE:
+        raise ClaimInvalid(
+            f"'{name}' is not a date between the years 1 and 9999", claim=name, issuer=issuer
+        )
+    return float(value)
 
 
 def _check_times(
@@ -213,6 +258,22 @@ def _principal(
 ) -> Principal:
     payload = parsed.payload
     exp, iat = _check_times(payload, cfg, now)
+    try:
+        _check_claim_types(payload, cfg)
+        _check_rules(parsed.header, payload, cfg)
+        return _map(payload, cfg, exp, iat, key)
+    except ClaimMappingError as exc:
+        exc.issuer = exc.issuer or cfg.name  # raised by pure helpers that know no issuer
+        raise
+
+
+def _check_rules(header: Mapping[str, Any], payload: Mapping[str, Any], cfg: IssuerConfig) -> None:
+    if isinstance(payload.get("events"), dict) and not _EVENT_TYPES & set(cfg.token_types):
+        # A SET or a logout token whose typ was left out (RFC 8417 §2.3: the events
+        # claim is what sets them apart from access and ID tokens).
+        raise TokenTypeInvalid(
+            "a security event or logout token is not accepted here", issuer=cfg.name
+        )
     preset = cfg.preset
     if preset.audience is not None:
         preset.audience(payload, cfg)
@@ -221,11 +282,27 @@ def _principal(
     for name in cfg.required_claims:
         if name not in payload:
             raise ClaimMissing(f"token has no '{name}'", claim=name, issuer=cfg.name)
+    preset.check(header, payload, cfg)
+
+
+def _check_claim_types(payload: Mapping[str, Any], cfg: IssuerConfig) -> None:
+    """The JSON type of every claim a rule below reads, checked once, before any reads it:
+    a validly signed token with ``"aud": 7`` is a 401, never a TypeError (a 500)."""
+    aud = payload.get("aud")
+    if aud is not None and type(aud) is not str and not _string_list(aud):
+        # Checked even where the audience is not (Cognito access tokens, AWS ALB).
+        raise AudienceInvalid(
+            "'aud' must be a string or a list of strings", claim="aud", issuer=cfg.name
+        )
     jti = payload.get("jti")
-    if jti is not None and not isinstance(jti, str):
-        raise ClaimInvalid("'jti' must be a string", claim="jti", issuer=cfg.name)
-    preset.check(parsed.header, payload, cfg)
-    return _map(payload, cfg, exp, iat, jti, key)
+    if jti is not None and type(jti) is not str:
+        raise ClaimTypeInvalid("'jti' must be a string", claim="jti", issuer=cfg.name)
+    if cfg.preset.claim_types:
+        claim_paths.check_types(payload, cfg.preset.claim_types, issuer=cfg.name)
+
+
+def _string_list(value: Any) -> bool:
+    return type(value) is list and all(type(item) is str for item in value)
 
 
 def _map(
@@ -233,30 +310,35 @@ def _map(
     cfg: IssuerConfig,
     exp: float,
     iat: float | None,
-    jti: str | None,
     key: VerificationKey | None = None,
 ) -> Principal:
     cmap = cfg.claim_map
     path, subject = claim_paths.first(payload, cmap.subject)
-    if not isinstance(subject, str) or not subject:
-        claim = path or (cmap.subject[0] if cmap.subject else "sub")
+    if type(subject) is not str:
+        if path:  # the first subject claim present has another type: never skipped over
+            raise ClaimTypeInvalid(f"'{path}' must be a string", claim=path, issuer=cfg.name)
+        claim = cmap.subject[0] if cmap.subject else "sub"
         raise ClaimMissing("token has no usable subject", claim=claim, issuer=cfg.name)
-    aud = payload.get("aud")
-    audience = (aud,) if isinstance(aud, str) else tuple(a for a in aud or () if isinstance(a, str))
+    aud = payload.get("aud")  # a string, a list of strings or absent: checked above
+    strings = cmap.allow_string
     return Principal(
         issuer=cfg.name,
         issuer_url=cfg.issuer,
         subject=subject,
         kind=cfg.preset.kind(payload),
         expires_at=exp,
-        groups=claim_paths.union(payload, cmap.groups, delimiter=cmap.delimiter),
-        roles=claim_paths.union(payload, cmap.roles, delimiter=cmap.delimiter),
+        groups=claim_paths.union(
+            payload, cmap.groups, delimiter=cmap.delimiter, allow_string=strings
+        ),
+        roles=claim_paths.union(
+            payload, cmap.roles, delimiter=cmap.delimiter, allow_string=strings
+        ),
         scopes=claim_paths.union(payload, cmap.scopes, delimiter=None, split_spaces=True),
         attributes=MappingProxyType(_attributes(payload, cmap.attributes)),
         claims=claim_paths.freeze(payload),
-        audience=audience,
+        audience=(aud,) if type(aud) is str else tuple(aud or ()),
         issued_at=iat,
-        token_id=jti,
+        token_id=payload.get("jti"),
         key_id=key.kid if key is not None else None,
         key_thumbprint=key.thumbprint if key is not None else None,
     )
@@ -284,15 +366,16 @@ def principal_from_claims(claims: Mapping[str, Any], cfg: IssuerConfig) -> Princ
 
     For explanations and policy tests (``iamscope explain --claims``, ``iamscope test``),
     where the question is "what would this identity get", not "is this token genuine".
-    Never use it on request input.
+    Claims of the wrong type are refused as verification would refuse them. Never use it
+    on request input.
     """
     payload = dict(claims)
-    cfg.preset.check({}, payload, cfg)
-    exp, iat, jti = payload.get("exp"), payload.get("iat"), payload.get("jti")
-    return _map(
-        payload,
-        cfg,
-        float(exp) if isinstance(exp, int | float) else math.inf,
-        float(iat) if isinstance(iat, int | float) else None,
-        jti if isinstance(jti, str) else None,
-    )
+    exp = _numeric_date(payload, "exp", cfg.name)
+    iat = _numeric_date(payload, "iat", cfg.name)
+    try:
+        _check_claim_types(payload, cfg)
+        cfg.preset.check({}, payload, cfg)
+        return _map(payload, cfg, math.inf if exp is None else exp, iat)
+    except ClaimMappingError as exc:
+        exc.issuer = exc.issuer or cfg.name
+        raise

@@ -303,3 +303,26 @@ def test_doctor_reports_a_jwks_over_max_keys(
     code, lines = doctor(write(tmp_path, config_text(local_issuer, issuer_extra=extra)))
     assert code == 1
     assert lines_with(lines, "error", "issuer corp", "JWKS has 8 keys, over keys.max_keys (4)")
+
+
+@pytest.mark.parametrize(
+    ("claims", "words"),
+    [
+        ("", ("must be lists", "claim_not_list", "claims.delimiter")),
+        (", claims: {allow_string: true}", ("read as one value", "claims.delimiter")),
+        (", claims: {delimiter: ','}", ("split on ','", "claims.delimiter")),
+    ],
+)
+def test_doctor_says_how_a_groups_string_is_read(
+    tmp_path: Path,
+    local_issuer: LocalIssuer,
+    env: pytest.MonkeyPatch,
+    claims: str,
+    words: tuple[str, ...],
+) -> None:
+    # "sales-east,analysts" read as one group is the 403 nobody can explain: point at
+    # claims.delimiter whatever the setting.
+    path = write(tmp_path, config_text(local_issuer, issuer_extra=f", max_lifetime: 60{claims}"))
+    code, lines = doctor(path, "--offline")
+    assert code == 0
+    assert lines_with(lines, "ok", "issuer corp", *words), lines

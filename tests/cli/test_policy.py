@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from iamscope.cli import main
 from iamscope.testing import LocalIssuer
 
@@ -131,3 +133,46 @@ def test_explain_token_verifies_it_against_the_configured_issuer(
     forged = local_issuer.mint(groups=["staff"])[:-4] + "AAAA"
     code, text = run("explain", "--config", str(config), "--token", forged)
     assert code == 1 and json.loads(text)["code"] == "signature_invalid"
+
+
+@pytest.mark.parametrize(
+    ("claims_yaml", "code", "where"),
+    [
+        pytest.param("", "claim_not_list", "hints", id="strict-refusal"),
+        pytest.param(", claims: {allow_string: true}", "", "hints", id="one-odd-group"),
+        pytest.param(", claims: {delimiter: ','}", "", None, id="split"),
+    ],
+)
+def test_explain_token_points_at_delimiter_when_a_groups_string_holds_commas(
+    tmp_path: Path, local_issuer: LocalIssuer, claims_yaml: str, code: str, where: str | None
+) -> None:
+    config = tmp_path / "iamscope.yaml"
+    config.write_text(
+        "issuers:\n"
+        f"  - {{name: corp, issuer: '{local_issuer.url}', audience: api://local, preset: okta"
+        f"{claims_yaml}}}\n"
+        "policy:\n"
+        "  version: '1'\n"
+        "  roles: {viewer: {permissions: ['x:read']}}\n"
+        "  bindings: [{groups: [sales-east], roles: [viewer]}]\n"
+    )
+    token = local_issuer.mint(groups="sales-east,analysts")
+    exit_code, text = run("explain", "--config", str(config), "--token", token)
+    report = json.loads(text)
+    assert exit_code == (1 if code else 0)
+    assert report.get("code", "") == code
+    if where is None:
+        assert "hints" not in report and report["roles"] == ["viewer"]
+    else:
+        (hint,) = report[where]
+        assert "claims.delimiter" in hint and "'groups'" in hint
+        assert "sales-east" not in hint  # names the claim, never its value
+    assert "claims.delimiter" in report.get("detail", "claims.delimiter")
+
+
+def test_explain_claims_points_at_delimiter_too() -> None:
+    claims = json.dumps({"iss": OKTA, "sub": "00u1", "groups": "sales-east,analysts"})
+    code, text = run("explain", "--config", str(CONFIG), "--claims", claims)
+    refusal = json.loads(text)
+    assert code == 1 and refusal["code"] == "claim_not_list"
+    assert "claims.allow_string" in refusal["detail"] and "claims.delimiter" in refusal["hints"][0]

@@ -538,20 +538,22 @@ def test_google_hosted_domain_is_enforced_when_configured(google: LocalIssuer) -
 
 
 @pytest.mark.parametrize(
-    "claims",
+    ("claims", "code"),
     [
-        pytest.param({"hd": None, "email": "alice@gmail.com"}, id="consumer-account"),
-        pytest.param({"hd": "evil.example", "email": "eve@evil.example"}, id="other-domain"),
-        pytest.param({"hd": ["acme.example"]}, id="hd-not-a-string"),
-        pytest.param({"hd": "ACME.example"}, id="case-variant"),
+        pytest.param({"hd": None, "email": "alice@gmail.com"}, "claim_invalid", id="consumer"),
+        pytest.param(
+            {"hd": "evil.example", "email": "eve@evil.example"}, "claim_invalid", id="other-domain"
+        ),
+        pytest.param({"hd": ["acme.example"]}, "claim_type_invalid", id="hd-not-a-string"),
+        pytest.param({"hd": "ACME.example"}, "claim_invalid", id="case-variant"),
     ],
 )
 def test_google_account_outside_hosted_domains_is_refused(
-    google: LocalIssuer, claims: dict[str, Any]
+    google: LocalIssuer, claims: dict[str, Any], code: str
 ) -> None:
     cfg = google_config(google, hosted_domains=("acme.example",))
     exc = refused(google.mint(google_id_claims(**claims)), cfg, errors.ClaimInvalid)
-    assert exc.code == "claim_invalid"
+    assert exc.code == code
     assert exc.claim == "hd"
 
 
@@ -1639,11 +1641,77 @@ def test_claim_overrides_keep_the_rest_of_the_presets_layout(
     assert p.attributes["username"] == ("alice",)
 
 
-def test_without_a_delimiter_a_comma_string_is_one_group(local_issuer_factory: Factory) -> None:
+@pytest.mark.parametrize("groups", ["sales-east,analysts", "sales-east", ""])
+@pytest.mark.parametrize("path", ["groups", "roles"])
+def test_a_string_where_a_list_is_expected_is_refused_naming_the_settings(
+    local_issuer_factory: Factory, groups: str, path: str
+) -> None:
+    # Read as one value, "sales-east,analysts" was a group nobody is bound to: a bare 403.
     issuer = local_issuer_factory()
-    cfg = IssuerConfig(name="local", issuer=issuer.url, audience=("orders-api",))
-    p = verify(issuer.mint({"aud": "orders-api", "groups": "a,b"}), cfg)
-    assert p.groups == {"a,b"}
+    cfg = IssuerConfig.from_mapping(
+        {
+            "name": "local",
+            "issuer": issuer.url,
+            "audience": "orders-api",
+            "claims": {"groups": "groups", "roles": "roles"},
+        }
+    )
+    exc = refused(issuer.mint({"aud": "orders-api", path: groups}), cfg, errors.ClaimNotList)
+    assert (exc.code, exc.claim, exc.status, exc.issuer) == ("claim_not_list", path, 401, "local")
+    assert "claims.delimiter" in exc.message and "claims.allow_string" in exc.message
+    if groups:
+        assert groups not in exc.message  # the value is never echoed
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        pytest.param({"delimiter": ","}, {"sales-east", "analysts"}, id="delimiter"),
+        pytest.param({"allow_string": True}, {"sales-east,analysts"}, id="allow-string"),
+        pytest.param(
+            {"allow_string": True, "delimiter": ","}, {"sales-east", "analysts"}, id="both"
+        ),
+    ],
+)
+def test_a_string_claim_is_read_only_when_the_issuer_says_how(
+    local_issuer_factory: Factory, settings: dict[str, Any], expected: set[str]
+) -> None:
+    issuer = local_issuer_factory()
+    cfg = IssuerConfig.from_mapping(
+        {"name": "local", "issuer": issuer.url, "audience": "orders-api", "claims": settings}
+    )
+    p = verify(issuer.mint({"aud": "orders-api", "groups": "sales-east,analysts"}), cfg)
+    assert p.groups == expected
+    assert verify(issuer.mint({"aud": "orders-api", "groups": ["a", "b"]}), cfg).groups == {
+        "a",
+        "b",
+    }
+
+
+def test_allow_string_must_be_a_boolean() -> None:
+    with pytest.raises(errors.ConfigError, match="allow_string"):
+        IssuerConfig.from_mapping(
+            {
+                "name": "x",
+                "issuer": "https://idp.example",
+                "audience": "a",
+                "claims": {"allow_string": "yes"},
+            }
+        )
+
+
+def test_only_presets_for_issuers_that_send_lone_strings_allow_them() -> None:
+    # Opting in is a per-preset decision, visible here: every other preset is strict.
+    allowing = {name for name, preset in PRESETS.items() if preset.claims.allow_string}
+    assert allowing == {"aws-alb"}
+
+
+def test_aws_alb_reads_a_lone_group_string_as_one_group(alb: LocalIssuer) -> None:
+    exp = now() + 120
+    header = {"signer": ALB_ARN, "iss": alb.url, "client": ALB_CLIENT, "exp": exp}
+    payload = {"sub": "u-1", "groups": "orders-admins", "exp": exp, "iss": alb.url}
+    p = verify(padded_token(alb, header, payload, "ES256"), alb_config(alb))
+    assert p.groups == {"orders-admins"}
 
 
 @pytest.mark.parametrize(

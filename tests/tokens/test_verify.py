@@ -7,18 +7,23 @@ a refusal proves the rule fired, not that the key was missing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
-from iamscope import errors
+from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, errors
+from iamscope.policy import PolicyStore
+from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from iamscope.tokens import IssuerConfig, TokenVerifier
+from iamscope.tokens.verify import MAX_NUMERIC_DATE, MIN_NUMERIC_DATE, OTHER_PURPOSE_TYPES
 from tests.conftest import FakeClock
 
 Verify = Callable[[str], Any]
@@ -57,6 +62,45 @@ def refused(verify: Verify, token: str, error: type[errors.IAMScopeError], code:
     with pytest.raises(error) as info:
         verify(token)
     assert info.value.code == code
+
+
+@pytest.fixture
+def engine(local_issuer: LocalIssuer) -> Iterator[IAMScope]:
+    policy = PolicyStore({"version": "1", "roles": {}, "bindings": []})
+    iam = IAMScope([local_issuer.issuer_config()], policy, audit=ListSink(), hash_key=b"k" * 32)
+    yield iam
+    iam.close()
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def asgi_answer(engine: IAMScope, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+    """The real ASGI middleware's answer to raw header bytes (non-ASCII ones included)."""
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=IAMScopeMiddleware(_ok, engine))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            request = client.build_request("GET", "/")
+            request.headers = httpx.Headers(headers)
+            return await client.send(request)
+
+    return asyncio.run(run())
+
+
+def wsgi_answer(engine: IAMScope, authorization: str) -> tuple[str, dict[str, Any]]:
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_AUTHORIZATION": authorization}
+    seen: list[str] = []
+
+    def ok(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    app = IAMScopeWSGIMiddleware(ok, engine)
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: seen.append(status)))
+    return seen[0], json.loads(body) if not seen[0].startswith("200") else {}
 
 
 def test_a_well_formed_token_passes(local_issuer: LocalIssuer, verify: Verify) -> None:
@@ -309,6 +353,58 @@ def test_typ_must_be_a_string(local_issuer: LocalIssuer, verify: Verify) -> None
     refused(verify, local_issuer.mint(headers={"typ": 1}), errors.HeaderInvalid, "header_invalid")
 
 
+@pytest.mark.parametrize(
+    "typ",
+    [
+        *sorted(OTHER_PURPOSE_TYPES),
+        *("application/logout+jwt", "SecEvent+JWT", "vc+sd-jwt", "dc+sd-jwt", "example+sd-jwt"),
+    ],
+)
+def test_tokens_typed_for_another_purpose_are_refused_without_token_types(
+    local_issuer: LocalIssuer, verify: Verify, typ: str
+) -> None:
+    # A logout token or a security event is signed by the same keys as an access token.
+    refused(
+        verify,
+        local_issuer.mint(headers={"typ": typ}),
+        errors.TokenTypeInvalid,
+        "token_type_invalid",
+    )
+
+
+@pytest.mark.parametrize("typ", ["JWT", "jwt", "at+jwt", "application/at+jwt", "JOSE", None])
+def test_access_and_id_token_types_pass_without_token_types(
+    local_issuer: LocalIssuer, verify: Verify, typ: str | None
+) -> None:
+    assert verify(local_issuer.mint(headers={"typ": typ})).subject == "user-1"
+
+
+LOGOUT_EVENT = {"http://schemas.openid.net/event/backchannel-logout": {}}
+
+
+@pytest.mark.parametrize("typ", ["JWT", None])
+def test_a_logout_or_security_event_token_without_its_typ_is_refused(
+    local_issuer: LocalIssuer, verify: Verify, typ: str | None
+) -> None:
+    # typ is only a SHOULD for logout tokens and a MAY for SETs: the events claim tells.
+    token = local_issuer.mint(events=LOGOUT_EVENT, sid="s-1", headers={"typ": typ})
+    refused(verify, token, errors.TokenTypeInvalid, "token_type_invalid")
+    assert verify(local_issuer.mint(events=["not", "a", "set"])).subject == "user-1"
+
+
+def test_token_types_may_name_another_purpose_explicitly(local_issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier([local_issuer.issuer_config(token_types=("logout+jwt",))])
+    assert verifier.verify(local_issuer.mint(headers={"typ": "logout+jwt"}))
+    logout = local_issuer.mint(events=LOGOUT_EVENT, headers={"typ": "logout+jwt"})
+    assert verifier.verify(logout).subject == "user-1"
+    refused(
+        verifier.verify,
+        local_issuer.mint(headers={"typ": "secevent+jwt"}),
+        errors.TokenTypeInvalid,
+        "token_type_invalid",
+    )
+
+
 # --- signatures ---------------------------------------------------------------------------
 
 
@@ -433,6 +529,10 @@ def test_non_zero_trailing_bits_make_a_token_malformed(
         b'{"iss":"%(iss)s","iss":"https://evil.example","sub":"a","aud":"api://local","exp":%(exp)d}',
         b'{"iss":"%(iss)s","sub":"a","sub":"b","aud":"api://local","exp":%(exp)d}',
         b'{"iss":"%(iss)s","sub":"a","aud":"api://local","exp":%(exp)d,"x":{"y":1,"y":2}}',
+        # Spelled with an escape: equal names once decoded, the classic bypass of parsers
+        # that compare raw member names.
+        b'{"iss":"%(iss)s","sub":"a","s\\u0075b":"admin","aud":"api://local","exp":%(exp)d}',
+        b'{"iss":"%(iss)s","sub":"a","aud":"api://local","a\\u0075d":"x","exp":%(exp)d}',
     ],
 )
 def test_duplicate_member_names_are_refused(
@@ -447,9 +547,18 @@ def test_duplicate_member_names_are_refused(
     )
 
 
-def test_duplicate_header_members_are_refused(local_issuer: LocalIssuer, verify: Verify) -> None:
-    kid = local_issuer.key_for("RS256").kid
-    header = b'{"alg":"RS256","kid":"%s","alg":"none"}' % kid.encode()
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"alg":"RS256","kid":"%s","alg":"none"}',
+        b'{"alg":"RS256","kid":"%s","x":{"a":1,"a":2}}',
+        b'{"alg":"RS256","kid":"%s","\\u0061lg":"none"}',
+    ],
+)
+def test_duplicate_header_members_are_refused(
+    local_issuer: LocalIssuer, verify: Verify, header: bytes
+) -> None:
+    header %= local_issuer.key_for("RS256").kid.encode()
     refused(
         verify,
         raw(local_issuer, header, local_issuer.claims()),
@@ -497,6 +606,25 @@ def test_payload_must_be_a_strict_utf8_json_object(
     )
 
 
+def test_a_deeply_nested_claim_is_read_without_recursion(
+    local_issuer: LocalIssuer, verify: Verify
+) -> None:
+    # The parser accepts what its recursion limit allows; a handler deep in its framework
+    # reading the claim must not hit that limit where the parser did not (a 500).
+    depth = 700
+    nested = b"[" * depth + b"]" * depth
+    claims = json.dumps(local_issuer.claims())[:-1].encode() + b',"d":' + nested + b"}"
+    principal = verify(raw(local_issuer, header_for(local_issuer), claims))
+
+    def read_from_a_deep_stack(frames: int) -> Any:
+        return read_from_a_deep_stack(frames - 1) if frames else principal.claims["d"]
+
+    value = read_from_a_deep_stack(400)
+    for _ in range(depth - 1):
+        (value,) = value
+    assert value == ()
+
+
 def test_surrogate_pairs_are_fine(local_issuer: LocalIssuer, verify: Verify) -> None:
     claims = json.dumps(local_issuer.claims())[:-1].encode() + b',"name":"\\ud83d\\ude00"}'
     principal = verify(raw(local_issuer, header_for(local_issuer), claims))
@@ -509,6 +637,102 @@ def test_header_must_be_an_object_with_an_alg(
 ) -> None:
     with pytest.raises((errors.TokenMalformed, errors.HeaderInvalid)):
         verify(raw(local_issuer, header, local_issuer.claims()))
+
+
+def _polyglot(token: str) -> str:
+    # CVE-2022-39227's shape: JSON whose first member name is a compact JWS, for parsers
+    # that split on "." where others read JSON.
+    head, body, sig = token.split(".")
+    return (
+        f'{{"  {head}.{body}.":"", "protected":"{head}", "payload":"{body}", "signature":"{sig}"}}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("spoil", "code"),
+    [
+        pytest.param(lambda t: t[:20] + "\xe9" + t[21:], "token_malformed", id="non-ascii"),
+        pytest.param(lambda t: t[:20] + "*" + t[21:], "token_malformed", id="junk-character"),
+        pytest.param(lambda t: t[:20] + "," + t[21:], "token_malformed", id="junk-comma"),
+        pytest.param(lambda t: t[:20] + " " + t[21:], "token_malformed", id="inner-space"),
+        pytest.param(lambda t: t.replace(".", "..", 1), "token_malformed", id="empty-segment"),
+        pytest.param(
+            lambda t: json.dumps(
+                {
+                    "payload": t.split(".")[1],
+                    "signatures": [{"protected": t.split(".")[0], "signature": t.split(".")[2]}],
+                }
+            ),
+            "token_unsupported",
+            id="json-serialisation",
+        ),
+        pytest.param(_polyglot, "token_unsupported", id="json-compact-polyglot"),
+        pytest.param(lambda t: t + "." + t.split(".")[0], "token_malformed", id="four-segments"),
+    ],
+)
+def test_a_fault_in_the_credential_is_401_invalid_token_through_the_middlewares(
+    local_issuer: LocalIssuer,
+    engine: IAMScope,
+    spoil: Callable[[str], str],
+    code: str,
+) -> None:
+    # The README promises 401 invalid_token for every token fault; these answered 400.
+    credential = spoil(local_issuer.mint(sub="secret-subject"))
+    raw = f"Bearer {credential}".encode("latin-1")
+    response = asgi_answer(engine, [(b"authorization", raw)])
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="iamscope", error="invalid_token"'
+    assert response.json()["code"] == code
+    assert credential not in response.text and "secret-subject" not in response.text
+    status, problem = wsgi_answer(engine, raw.decode("latin-1"))
+    assert (status, problem["code"]) == ("401 Unauthorized", code)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer {t}, Bearer {t}",
+        "Bearer {t},Bearer {t}",
+        "Bearer {t}, Basic dXNlcjpwYXNz",
+    ],
+)
+def test_two_credentials_in_one_header_are_400_invalid_request(
+    local_issuer: LocalIssuer, engine: IAMScope, value: str
+) -> None:
+    header = value.format(t=local_issuer.mint()).encode()
+    response = asgi_answer(engine, [(b"authorization", header)])
+    assert response.status_code == 400
+    assert 'error="invalid_request"' in response.headers["www-authenticate"]
+    assert response.json()["code"] == "request_invalid"
+    status, problem = wsgi_answer(engine, header.decode())
+    assert (status, problem["code"]) == ("400 Bad Request", "request_invalid")
+
+
+def test_an_oversized_credential_is_too_large_before_it_is_malformed(engine: IAMScope) -> None:
+    # Size is judged before anything is parsed, junk or not.
+    for junk in ("x" * (16 * 1024 + 1), "{" + "x," * 9000 + "}", "\xe9" * (16 * 1024 + 1)):
+        response = asgi_answer(engine, [(b"authorization", f"Bearer {junk}".encode("latin-1"))])
+        assert (response.status_code, response.json()["code"]) == (401, "token_too_large")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(b"\xc0\xaf", id="overlong"),
+        pytest.param(b"\xed\xa0\x80", id="encoded-surrogate"),
+        pytest.param(b"\xf4\x90\x80\x80", id="beyond-u10ffff"),
+    ],
+)
+def test_invalid_utf8_sequences_in_a_claim_are_refused(
+    local_issuer: LocalIssuer, verify: Verify, text: bytes
+) -> None:
+    claims = json.dumps(local_issuer.claims())[:-1].encode() + b',"name":"' + text + b'"}'
+    refused(
+        verify,
+        raw(local_issuer, header_for(local_issuer), claims),
+        errors.TokenMalformed,
+        "token_malformed",
+    )
 
 
 # --- time claims (§3.2 lifetimes; RFC 7519 §4.1.4-6) -------------------------------------
@@ -565,7 +789,9 @@ def test_not_before_and_issued_at(local_issuer: LocalIssuer, clock: FakeClock) -
         errors.TokenIssuedInFuture,
         "token_issued_in_future",
     )
-    refused(strict.verify, local_issuer.mint(nbf="soon"), errors.ClaimInvalid, "claim_invalid")
+    refused(
+        strict.verify, local_issuer.mint(nbf="soon"), errors.ClaimTypeInvalid, "claim_type_invalid"
+    )
 
 
 def test_leeway_is_capped_at_sixty_seconds(local_issuer: LocalIssuer) -> None:
@@ -604,8 +830,9 @@ def test_required_claims(local_issuer: LocalIssuer) -> None:
 
 def test_subject_is_required_and_a_string(local_issuer: LocalIssuer, verify: Verify) -> None:
     refused(verify, local_issuer.mint(sub=None), errors.ClaimMissing, "claim_missing")
-    refused(verify, local_issuer.mint(sub=12), errors.ClaimMissing, "claim_missing")
-    refused(verify, local_issuer.mint(jti=5), errors.ClaimInvalid, "claim_invalid")
+    refused(verify, local_issuer.mint(sub=""), errors.ClaimMissing, "claim_missing")
+    refused(verify, local_issuer.mint(sub=12), errors.ClaimTypeInvalid, "claim_type_invalid")
+    refused(verify, local_issuer.mint(jti=5), errors.ClaimTypeInvalid, "claim_type_invalid")
 
 
 # --- secrecy: errors never carry the token or its claim values ---------------------------
@@ -661,6 +888,36 @@ def test_numeric_dates_beyond_any_float_are_claim_errors(
     with pytest.raises(errors.ClaimInvalid) as info:
         verify(raw(local_issuer, header_for(local_issuer), payload.encode()))
     assert info.value.claim == claim
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(MAX_NUMERIC_DATE + 1, id="year-10000"),
+        pytest.param(2**53 - 1, id="max-safe-integer"),
+        pytest.param(2**53 + 1, id="beyond-safe-integer"),
+        pytest.param(2**64, id="uint64"),
+        pytest.param(1e300, id="1e300"),
+        pytest.param(MIN_NUMERIC_DATE - 1, id="before-year-1"),
+        pytest.param(-(2**63), id="int64-min"),
+    ],
+)
+def test_numeric_dates_beyond_year_9999_or_safe_integers_are_refused(
+    local_issuer: LocalIssuer, verify: Verify, claim: str, value: float
+) -> None:
+    # Never "never expires": a far-future exp is a claim error, not a long lifetime.
+    claims = {**local_issuer.claims(), claim: value}
+    with pytest.raises(errors.ClaimInvalid) as info:
+        verify(raw(local_issuer, header_for(local_issuer), claims))
+    assert (info.value.code, info.value.claim) == ("claim_invalid", claim)
+
+
+def test_the_last_second_of_year_9999_is_still_a_date(
+    local_issuer: LocalIssuer, verify: Verify
+) -> None:
+    assert verify(local_issuer.mint(exp=MAX_NUMERIC_DATE)).expires_at == MAX_NUMERIC_DATE
+    assert verify(local_issuer.mint(nbf=MIN_NUMERIC_DATE)).subject == "user-1"
 
 
 @pytest.mark.parametrize(
