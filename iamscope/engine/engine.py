@@ -142,7 +142,10 @@ class IAMScope:
         fleet.on("policy", lambda _: self.policy.reload())
         fleet.on("drop", lambda f: self.cache.drop_subject(f["issuer"], f["subject"]))
         fleet.on("keys", lambda f: self._refresh_from_fleet(f.get("issuer") or None))
-        fleet.report = lambda: {"policy_version": self.policy.current.version}
+        fleet.report = lambda: {
+            "policy_version": self.policy.current.version,
+            "key_set_age": self.core.keys.key_set_age(self.core.clock()),
+        }
         fleet.start()
 
     def _refresh_from_fleet(self, issuer: str | None) -> None:

@@ -347,6 +347,15 @@ class KeyStore:
         with self._lock:
             return self._state[name].generation
 
+    def key_set_age(self, now: float) -> float | None:
+        """Seconds since the stalest issuer's keys were last fetched successfully; None
+        while some issuer has none yet (``iamscope fleet status`` shows it)."""
+        with self._lock:
+            fetched = [state.last_success for state in self._state.values()]
+        if not fetched or any(when is None for when in fetched):
+            return None
+        return now - min(when for when in fetched if when is not None)
+
     def demand(self, cfg: IssuerConfig, kid: str | None, now: float) -> KeyNeed | None:
         """A need to hand to the shell when no key fits and a fetch may run (or one caused
         by a request is under way), else None: the library cannot look right now."""

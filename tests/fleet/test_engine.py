@@ -147,6 +147,22 @@ def test_policy_broadcast_reloads_every_process(
     assert reports <= {"v1", "v2"}  # the next heartbeat reports v2
 
 
+def test_processes_report_their_key_set_age(
+    engines: Callable[..., IAMScope], issuer: LocalIssuer
+) -> None:
+    iam = engines(heartbeat=0.2)
+    assert iam.fleet is not None
+    assert get(app_for(iam), "/", issuer.mint({"sub": "a", "groups": ["g"]})).status_code == 200
+
+    def aged() -> bool:
+        return any(p.key_set_age is not None for p in iam.fleet.processes())  # type: ignore[union-attr]
+
+    wait_for(aged, 2.0)
+    (report,) = [p for p in iam.fleet.processes() if p.id == iam.fleet.id]
+    assert report.key_set_age is not None and 0 <= report.key_set_age < 5
+    assert report.policy_version == "v1"
+
+
 class SlowStore(InMemoryRevocations):
     """A store whose check takes a while, with a revocation landing inside it: what a
     networked store does. Not a mock: the real in-memory store, slowed down."""
