@@ -97,7 +97,7 @@ def _delimiter_hints(
 
     try:
         data = parse(token).payload if token is not None else json.loads(claims or "")
-    except (IAMScopeError, ValueError):
+    except (IAMScopeError, ValueError, RecursionError):
         return []
     if not isinstance(data, dict):
         return []
