@@ -18,7 +18,14 @@ from typing import Any
 
 from iamscope._yaml import did_you_mean, parse_text, read_text
 from iamscope.errors import ConfigError, PlanUnsupported
-from iamscope.policy.model import AttributeSpec, Binding, Policy, Role, RoleRows
+from iamscope.policy.model import (
+    SINGLE_VALUED_CLAIMS,
+    AttributeSpec,
+    Binding,
+    Policy,
+    Role,
+    RoleRows,
+)
 from iamscope.policy.render.conditions import checked_scalar, checked_values
 from iamscope.policy.rows import COMPARISONS, And, AttrRef, Cmp, Condition, Not, Or, Scalar
 from iamscope.policy.traces import ACTIONS, WILDCARD, TraceGrant
@@ -516,12 +523,16 @@ def _possible_issuers(
 
 
 def can_co_match(a: Binding, b: Binding, issuers: tuple[IssuerConfig, ...] | None) -> bool:
+    """Whether one principal could match both bindings. Different values of one claim
+    exclude each other only for claims that are always one string: any other claim may be
+    a list holding both (``environment: [staging, production]``), and the matcher takes
+    a list as "any of these"."""
     ia, ib = _possible_issuers(a, issuers), _possible_issuers(b, issuers)
     if ia is not None and ib is not None and not ia & ib:
         return False
     for path, values in a.claims.items():
         other = b.claims.get(path)
-        if other is not None and not values & other:
+        if other is not None and not values & other and path in SINGLE_VALUED_CLAIMS:
             return False
     return True
 
