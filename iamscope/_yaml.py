@@ -19,7 +19,15 @@ import yaml
 
 from iamscope.errors import ConfigError
 
-__all__ = ["Located", "did_you_mean", "parse_text", "read_text", "reject_unknown"]
+__all__ = [
+    "Located",
+    "decode",
+    "did_you_mean",
+    "parse_text",
+    "read_bytes",
+    "read_text",
+    "reject_unknown",
+]
 
 
 class Located(dict[str, Any]):
@@ -71,14 +79,25 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def read_text(path: Path) -> str:
-    """A config or policy file's text, with every failure a ConfigError."""
+def read_bytes(path: Path) -> bytes:
+    """A config or policy file's bytes, with every failure a ConfigError."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
+
+
+def decode(data: bytes, source: str | None) -> str:
+    """UTF-8 text, or a ConfigError saying where decoding failed."""
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 (byte {exc.start})", source=str(path)) from None
+        raise ConfigError(f"not UTF-8 (byte {exc.start})", source=source) from None
+
+
+def read_text(path: Path) -> str:
+    """A config or policy file's text, with every failure a ConfigError."""
+    return decode(read_bytes(path), str(path))
 
 
 def parse_text(text: str, source: str | None = None) -> Any:

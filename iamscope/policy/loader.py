@@ -31,7 +31,7 @@ from iamscope.policy.rows import COMPARISONS, And, AttrRef, Cmp, Condition, Not,
 from iamscope.policy.traces import ACTIONS, WILDCARD, TraceGrant
 from iamscope.tokens.issuer import IssuerConfig
 
-__all__ = ["load_policy", "policy_from_mapping"]
+__all__ = ["load_policy", "policy_from_mapping", "policy_from_text"]
 
 _POLICY_KEYS = ("version", "attributes", "roles", "bindings")
 _ATTRIBUTE_KEYS = ("multi", "claim", "issuer")
@@ -94,11 +94,18 @@ def load_policy(
     """A policy from a file (its own, or a config file's ``policy`` section) or a dict."""
     if isinstance(source, Mapping):
         return policy_from_mapping(source, issuers=issuers)
-    path = str(source)
-    data = parse_text(read_text(Path(source)), path)
+    return policy_from_text(read_text(Path(source)), str(source), issuers=issuers)
+
+
+def policy_from_text(
+    text: str, source: str | None, *, issuers: Iterable[IssuerConfig] | None = None
+) -> Policy:
+    """A policy from a file's text (its own, or a config file's ``policy`` section):
+    hot reload parses exactly the bytes it saw settle, not a second read."""
+    data = parse_text(text, source)
     if isinstance(data, Mapping) and "policy" in data and "roles" not in data:
         data = data["policy"]
-    return policy_from_mapping(data, issuers=issuers, source=path)
+    return policy_from_mapping(data, issuers=issuers, source=source)
 
 
 def policy_from_mapping(
