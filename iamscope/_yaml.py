@@ -21,8 +21,10 @@ from iamscope.errors import ConfigError
 
 __all__ = [
     "Located",
+    "LocatedList",
     "decode",
     "did_you_mean",
+    "item_line",
     "parse_text",
     "read_bytes",
     "read_text",
@@ -41,10 +43,50 @@ class Located(dict[str, Any]):
         self.lines = {}
 
 
+class LocatedList(list[Any]):
+    """A list that remembers its line and each item's line (1-based): an item that is
+    not a mapping has no line of its own to report."""
+
+    line: int | None = None
+    lines: list[int]
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.lines = []
+
+
+def item_line(items: Any, index: int) -> int | None:
+    """The line of ``items[index]`` when ``items`` came from a file."""
+    lines = getattr(items, "lines", None)
+    if isinstance(lines, list) and 0 <= index < len(lines):
+        return int(lines[index])
+    line = getattr(items, "line", None)
+    return line if isinstance(line, int) else None
+
+
 class _Loader(yaml.SafeLoader):
     """YAML with YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off
     (so ``country: NO`` would become False), a classic way for a policy to mean
-    something its author did not write."""
+    something its author did not write.
+
+    Every failure is a ConfigError with the line: a value its type cannot hold (month
+    13, a ``!!float x``) included, and a document that aliases would blow up is refused
+    before it is built."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        check_expansion(node)
+        return super().construct_document(node)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ConfigError, yaml.YAMLError):
+            raise
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise ConfigError(
+                f"not a valid {tag}: {str(exc)[:80]}", line=node.start_mark.line + 1
+            ) from None
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -76,7 +118,87 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
     return mapping
 
 
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LocatedList:
+    items = LocatedList(loader.construct_object(child, deep=True) for child in node.value)
+    items.line = node.start_mark.line + 1
+    items.lines = [child.start_mark.line + 1 for child in node.value]
+    return items
+
+
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+#: Longest integer text read: nothing in a configuration needs more, and Python refuses
+#: decimal conversions past 4,300 digits (a hex or base-60 integer gets there in fewer).
+MAX_INTEGER_CHARS = 100
+#: Nodes that aliases may add to a document beyond the nodes written in it. An alias
+#: repeats what its anchor names, so anchors doubled inside each other grow a document
+#: exponentially (an 802-byte policy expanded to billions of nodes); a document past
+#: this is refused before anything is built from it.
+MAX_ALIAS_EXPANSION = 100_000
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    if len(node.value) > MAX_INTEGER_CHARS:
+        raise ConfigError(
+            f"an integer of more than {MAX_INTEGER_CHARS} characters",
+            line=node.start_mark.line + 1,
+        )
+    return loader.construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _distinct_nodes(root: yaml.Node) -> int:
+    """Nodes as written (an anchored node once, however often it is aliased)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(_children(node))
+    return len(seen)
+
+
+def check_expansion(root: yaml.Node, limit: int | None = None) -> None:
+    """A ConfigError at the smallest part of the document whose aliases expand it past
+    ``limit`` nodes (default: the nodes written plus MAX_ALIAS_EXPANSION), or at an
+    alias inside the node it names. Linear in the nodes written: each is sized once."""
+    if limit is None:
+        limit = _distinct_nodes(root) + MAX_ALIAS_EXPANSION
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        line = node.start_mark.line + 1
+        if id(node) in open_nodes:
+            raise ConfigError("a YAML alias names a node that contains it", line=line)
+        open_nodes.add(id(node))
+        total = 1 + sum(size(child) for child in _children(node))
+        open_nodes.discard(id(node))
+        if total > limit:
+            raise ConfigError(
+                f"YAML aliases expand this to over {limit:,} nodes; write it out or "
+                "use fewer aliases",
+                line=line,
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
 
 
 def read_bytes(path: Path) -> bytes:
