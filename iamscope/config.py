@@ -26,7 +26,7 @@ from iamscope.telemetry.export import configure
 from iamscope.telemetry.settings import TelemetrySettings
 from iamscope.tokens.issuer import IssuerConfig, issuers_from_config
 
-__all__ = ["Config", "load_config"]
+__all__ = ["Config", "in_file", "load_config"]
 
 TOP_LEVEL_KEYS = ("issuers", "policy", "telemetry", "cache", "gateway", "shared")
 ENV_VAR = "IAMSCOPE_CONFIG"
@@ -54,6 +54,14 @@ def _block(data: Mapping[str, Any], key: str, source: str | None) -> Any:
 
 
 T = TypeVar("T")
+
+
+def in_file(exc: ConfigError, source: str | None) -> ConfigError:
+    """``exc`` naming ``source`` when it names no file: raised by a check that saw only
+    parsed values (an environment variable the file names, an issuer's settings)."""
+    if exc.source is not None or source is None:
+        return exc
+    return ConfigError(exc.detail, source=source, line=exc.line, key=exc.key)
 
 
 def _parse_block(

@@ -380,3 +380,57 @@ def test_a_timeout_too_large_for_a_float_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="timeout"):
         GatewaySettings.from_mapping({"endpoint": "https://o.example", "timeout": 10**400})
+
+
+# --- errors name the file they came from, wherever they are found ----------------------
+
+SHARED = ISSUER + 'policy: {version: "1"}\nshared: {redis_url_env: IAMSCOPE_TEST_NO_SUCH_VAR}\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "kw", "message"),
+    [
+        (ISSUER + 'policy: {version: "1"}\n', {}, "IAMSCOPE_HASH_KEY"),
+        (SHARED, {"hash_key": b"k" * 32}, "IAMSCOPE_TEST_NO_SUCH_VAR"),
+        (ISSUER + 'policy: {version: "1", roles: [1]}\n', {"hash_key": b"k" * 32}, "roles"),
+    ],
+)
+def test_building_from_a_file_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, kw: Any, message: str
+) -> None:
+    from iamscope import IAMScope
+
+    monkeypatch.delenv("IAMSCOPE_HASH_KEY", raising=False)
+    monkeypatch.delenv("IAMSCOPE_TEST_NO_SUCH_VAR", raising=False)
+    path = tmp_path / "iamscope.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        IAMScope.from_config(path, **kw)
+    assert info.value.source == str(path) and str(info.value).startswith(f"{path}")
+
+
+def test_cli_errors_name_the_file_or_the_argument(tmp_path: Path) -> None:
+    import io
+
+    from iamscope.cli import main
+
+    config = tmp_path / "iamscope.yaml"
+    config.write_text(ISSUER + 'policy: {version: "1", roles: {r: {}}}\n')
+    suite = tmp_path / "tests.yaml"
+    suite.write_text("config: iamscope.yaml\ntests:\n  - {name: a, claims: {}, extra: 1}\n")
+
+    def error(*argv: str) -> str:
+        out = io.StringIO()
+        assert main(list(argv), out) != 0
+        return out.getvalue()
+
+    assert error("explain", "--config", str(config), "--claims", "{").startswith(
+        "error: --claims: not JSON"
+    )
+    assert error("explain", "--config", str(config), "--issuer", "x", "--claims", "{}") == (
+        f"error: {config}: no configured issuer named 'x'\n"
+    )
+    assert error("test", str(suite)).startswith(f"error: {suite}:3: each test takes only")
+    config.write_text(ISSUER + 'policy: {version: "1", roles: [1]}\n')
+    for argv in (["lint", str(config)], ["explain", "--config", str(config), "--claims", "{}"]):
+        assert error(*argv).startswith(f"error: {config}:5: roles must be a mapping")

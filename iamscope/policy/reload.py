@@ -138,10 +138,13 @@ class PolicyStore:
                 policy, fingerprint = self._load(candidate, read)
                 compiled = CompiledPolicy(policy)
             except Exception as exc:  # anything at all: the last good policy must stay
+                where = None if isinstance(candidate, Mapping) else str(candidate)
                 error = (
                     exc
                     if isinstance(exc, ConfigError)
-                    else ConfigError(f"policy could not be loaded: {type(exc).__name__}")
+                    else ConfigError(
+                        f"policy could not be loaded: {type(exc).__name__}", source=where
+                    )
                 )
                 log.error(
                     "iamscope: policy reload refused, keeping version %s: %s",
