@@ -193,8 +193,10 @@ class PolicyStore:
 
     def _settled(self, fingerprint: Fingerprint) -> bool:
         """Whether a file now reading as ``fingerprint`` is a change to take."""
-        if fingerprint == self._loaded:
-            self._pending = None  # changed and changed back: nothing to take
+        if self._loaded is not None and fingerprint[1:] == self._loaded[1:]:
+            # The same bytes (touched, or changed and changed back): nothing to take, and
+            # no reload to empty the caches for nothing.
+            self._pending = None
             return False
         now = self._clock()
         if self._pending is None or self._pending[0] != fingerprint:

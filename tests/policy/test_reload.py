@@ -95,6 +95,14 @@ def test_a_change_that_keeps_changing_is_not_taken_until_it_settles(tmp_path: Pa
     assert result is not None and result.version == "4"
 
 
+def test_a_touched_file_is_not_reloaded(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    write(path, "1")
+    store = PolicyStore(path, settle=0)
+    os.utime(path, (time.time() + 60, time.time() + 60))
+    assert store.poll() is None and store.generation == 1
+
+
 def test_a_change_undone_before_it_settles_is_never_taken(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     write(path, "1")
