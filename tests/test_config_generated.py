@@ -180,7 +180,8 @@ def mutate(data: Any, path: tuple[Any, ...], how: str, value: Any, key: Any) -> 
 
 @st.composite
 def documents(draw: st.DrawFn) -> Any:
-    data = copy.deepcopy(BASE)
+    """The whole config, or a policy file of its own, with a few mutations."""
+    data = copy.deepcopy(BASE if draw(st.booleans()) else BASE["policy"])
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         places = paths(data)
         path = draw(st.sampled_from(places))
