@@ -35,6 +35,7 @@ def base_config() -> dict[str, Any]:
     data["issuers"][0]["jwks_uri"] = "https://acme.okta.com/oauth2/default/v1/keys"
     data["issuers"][0]["leeway"] = 30
     data["issuers"][0]["source"] = {"cookie": "session"}
+    data["issuers"][0]["keys"] = {"refresh": 60, "removed_key_grace": 0, "max_keys": 20}
     data["cache"] = {"max_entries": 1000, "max_ttl": 300}
     data["gateway"] = {
         "upstream": "otlp",
@@ -121,6 +122,7 @@ KEYS = sorted(
         "exporter", "projects", "default_project", "token_env", "endpoint", "timeout",
         "retries", "max_inflight", "upstream", "max_entries", "max_ttl", "stale_after",
         "and", "or", "not", "lt", "in", "is_null", "region", "account", "cookie",
+        "keys", "refresh", "min_refresh", "removed_key_grace", "fetch_timeout", "max_bytes",
     }
 )  # fmt: skip
 
@@ -408,30 +410,3 @@ def test_building_from_a_file_names_the_file(
     with pytest.raises(ConfigError, match=message) as info:
         IAMScope.from_config(path, **kw)
     assert info.value.source == str(path) and str(info.value).startswith(f"{path}")
-
-
-def test_cli_errors_name_the_file_or_the_argument(tmp_path: Path) -> None:
-    import io
-
-    from iamscope.cli import main
-
-    config = tmp_path / "iamscope.yaml"
-    config.write_text(ISSUER + 'policy: {version: "1", roles: {r: {}}}\n')
-    suite = tmp_path / "tests.yaml"
-    suite.write_text("config: iamscope.yaml\ntests:\n  - {name: a, claims: {}, extra: 1}\n")
-
-    def error(*argv: str) -> str:
-        out = io.StringIO()
-        assert main(list(argv), out) != 0
-        return out.getvalue()
-
-    assert error("explain", "--config", str(config), "--claims", "{").startswith(
-        "error: --claims: not JSON"
-    )
-    assert error("explain", "--config", str(config), "--issuer", "x", "--claims", "{}") == (
-        f"error: {config}: no configured issuer named 'x'\n"
-    )
-    assert error("test", str(suite)).startswith(f"error: {suite}:3: each test takes only")
-    config.write_text(ISSUER + 'policy: {version: "1", roles: [1]}\n')
-    for argv in (["lint", str(config)], ["explain", "--config", str(config), "--claims", "{}"]):
-        assert error(*argv).startswith(f"error: {config}:5: roles must be a mapping")
