@@ -220,7 +220,7 @@ def rewrite_in_parts_under_load(path: Path, settle: float) -> list[bool]:
             answers.wait_for_more(3)
             handle.write(TAIL.format(limit=200))
         polls.wait_for_more(3)
-        clock.now += settle
+        clock.now += settle + 0.5  # past the settle time, whatever the float rounding
         polls.wait_for_more(3)
         answers.wait_for_more(3)
     finally:
