@@ -358,6 +358,7 @@ def test_config_faults_are_config_errors_with_file_and_line(
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
+        ("policy: 5\n", 1, "policy must be a mapping"),
         (POLICY + "  roles: [1]\n", 3, "roles must be a mapping"),
         (POLICY + "  roles: {r: 5}\n", 3, "must be a mapping"),
         (POLICY + "  attributes: 5\n", 3, "attributes must be a mapping"),

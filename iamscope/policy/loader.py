@@ -109,9 +109,15 @@ def policy_from_text(
     """A policy from a file's text (its own, or a config file's ``policy`` section):
     hot reload parses exactly the bytes it saw settle, not a second read."""
     data = parse_text(text, source)
-    if isinstance(data, Mapping) and "policy" in data and "roles" not in data:
-        data = data["policy"]
-    return policy_from_mapping(data, issuers=issuers, source=source)
+    if not (isinstance(data, Mapping) and "policy" in data and "roles" not in data):
+        return policy_from_mapping(data, issuers=issuers, source=source)
+    try:  # a config file's policy section
+        return policy_from_mapping(data["policy"], issuers=issuers, source=source)
+    except ConfigError as exc:
+        line = getattr(data, "lines", {}).get("policy")
+        if exc.line is not None or line is None:
+            raise
+        raise ConfigError(exc.detail, source=source, line=line, key=exc.key) from None
 
 
 def policy_from_mapping(
