@@ -131,11 +131,14 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 #: Longest integer text read: nothing in a configuration needs more, and Python refuses
 #: decimal conversions past 4,300 digits (a hex or base-60 integer gets there in fewer).
 MAX_INTEGER_CHARS = 100
-#: Nodes that aliases may add to a document beyond the nodes written in it. An alias
-#: repeats what its anchor names, so anchors doubled inside each other grow a document
-#: exponentially (an 802-byte policy expanded to billions of nodes); a document past
-#: this is refused before anything is built from it.
+#: Nodes that aliases may add to a document: this many, plus ten for each node written
+#: (a large file reusing an anchored role list in every binding stays loadable). An
+#: alias repeats what its anchor names, so anchors doubled inside each other grow a
+#: document exponentially (an 802-byte policy expanded to billions of nodes); a document
+#: past the allowance is refused before anything is built from it, so loading stays
+#: linear in the file.
 MAX_ALIAS_EXPANSION = 100_000
+ALIAS_EXPANSION_PER_NODE = 10
 
 
 def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
@@ -172,10 +175,11 @@ def _distinct_nodes(root: yaml.Node) -> int:
 
 def check_expansion(root: yaml.Node, limit: int | None = None) -> None:
     """A ConfigError at the smallest part of the document whose aliases expand it past
-    ``limit`` nodes (default: the nodes written plus MAX_ALIAS_EXPANSION), or at an
+    ``limit`` nodes (default: the nodes written plus the alias allowance), or at an
     alias inside the node it names. Linear in the nodes written: each is sized once."""
     if limit is None:
-        limit = _distinct_nodes(root) + MAX_ALIAS_EXPANSION
+        written = _distinct_nodes(root)
+        limit = written * (1 + ALIAS_EXPANSION_PER_NODE) + MAX_ALIAS_EXPANSION
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()
 

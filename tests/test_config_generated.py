@@ -411,3 +411,17 @@ def test_building_from_a_file_names_the_file(
     with pytest.raises(ConfigError, match=message) as info:
         IAMScope.from_config(path, **kw)
     assert info.value.source == str(path) and str(info.value).startswith(f"{path}")
+
+
+def test_a_large_file_may_reuse_an_anchor_in_every_binding(tmp_path: Path) -> None:
+    roles = ", ".join(f"r{i}" for i in range(20))
+    lines = [
+        'version: "1"',
+        "roles: {" + ", ".join(f"r{i}: {{}}" for i in range(20)) + "}",
+        "bindings:",
+        f"  - {{groups: [g0], roles: &all [{roles}]}}",
+        *(f"  - {{groups: [g{i}], roles: *all}}" for i in range(1, 10_000)),
+    ]
+    path = tmp_path / "policy.yaml"
+    path.write_text("\n".join(lines) + "\n")  # aliases add 210,000 nodes to ~40,000
+    assert len(load_policy(path).bindings) == 10_000
