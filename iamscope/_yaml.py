@@ -82,7 +82,7 @@ class _Loader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except (ConfigError, yaml.YAMLError):
             raise
-        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        except (ValueError, TypeError, ArithmeticError) as exc:  # OverflowError included
             tag = node.tag.rsplit(":", 1)[-1]
             raise ConfigError(
                 f"not a valid {tag}: {str(exc)[:80]}", line=node.start_mark.line + 1
