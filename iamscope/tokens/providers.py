@@ -515,7 +515,9 @@ def _generic_kind(claims: Claims) -> PrincipalKind:
     return "user" if any(name in claims for name in _USER_CLAIMS) else "service"
 
 
-GENERIC = Preset("generic", kind=_generic_kind)
+# client_id is one string (RFC 9068 §2.2, RFC 8693 §4.3): any other type is refused
+# before the kind is read, as every preset's own claims are.
+GENERIC = Preset("generic", kind=_generic_kind, claim_types={"client_id": STRING})
 
 PRESETS: Mapping[str, Preset] = {
     p.name: p
