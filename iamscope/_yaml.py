@@ -19,7 +19,17 @@ import yaml
 
 from iamscope.errors import ConfigError
 
-__all__ = ["Located", "did_you_mean", "parse_text", "read_text", "reject_unknown"]
+__all__ = [
+    "Located",
+    "LocatedList",
+    "decode",
+    "did_you_mean",
+    "item_line",
+    "parse_text",
+    "read_bytes",
+    "read_text",
+    "reject_unknown",
+]
 
 
 class Located(dict[str, Any]):
@@ -33,10 +43,50 @@ class Located(dict[str, Any]):
         self.lines = {}
 
 
+class LocatedList(list[Any]):
+    """A list that remembers its line and each item's line (1-based): an item that is
+    not a mapping has no line of its own to report."""
+
+    line: int | None = None
+    lines: list[int]
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.lines = []
+
+
+def item_line(items: Any, index: int) -> int | None:
+    """The line of ``items[index]`` when ``items`` came from a file."""
+    lines = getattr(items, "lines", None)
+    if isinstance(lines, list) and 0 <= index < len(lines):
+        return int(lines[index])
+    line = getattr(items, "line", None)
+    return line if isinstance(line, int) else None
+
+
 class _Loader(yaml.SafeLoader):
     """YAML with YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off
     (so ``country: NO`` would become False), a classic way for a policy to mean
-    something its author did not write."""
+    something its author did not write.
+
+    Every failure is a ConfigError with the line: a value its type cannot hold (month
+    13, a ``!!float x``) included, and a document that aliases would blow up is refused
+    before it is built."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        check_expansion(node)
+        return super().construct_document(node)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ConfigError, yaml.YAMLError):
+            raise
+        except (ValueError, TypeError, ArithmeticError) as exc:  # OverflowError included
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise ConfigError(
+                f"not a valid {tag}: {str(exc)[:80]}", line=node.start_mark.line + 1
+            ) from None
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -68,17 +118,112 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
     return mapping
 
 
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LocatedList:
+    items = LocatedList(loader.construct_object(child, deep=True) for child in node.value)
+    items.line = node.start_mark.line + 1
+    items.lines = [child.start_mark.line + 1 for child in node.value]
+    return items
+
+
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+#: Longest integer text read: nothing in a configuration needs more, and Python refuses
+#: decimal conversions past 4,300 digits (a hex or base-60 integer gets there in fewer).
+MAX_INTEGER_CHARS = 100
+#: Nodes that aliases may add to a document: this many, plus ten for each node written
+#: (a large file reusing an anchored role list in every binding stays loadable). An
+#: alias repeats what its anchor names, so anchors doubled inside each other grow a
+#: document exponentially (an 802-byte policy expanded to billions of nodes); a document
+#: past the allowance is refused before anything is built from it, so loading stays
+#: linear in the file.
+MAX_ALIAS_EXPANSION = 100_000
+ALIAS_EXPANSION_PER_NODE = 10
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    if len(node.value) > MAX_INTEGER_CHARS:
+        raise ConfigError(
+            f"an integer of more than {MAX_INTEGER_CHARS} characters",
+            line=node.start_mark.line + 1,
+        )
+    return loader.construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _distinct_nodes(root: yaml.Node) -> int:
+    """Nodes as written (an anchored node once, however often it is aliased)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(_children(node))
+    return len(seen)
+
+
+def check_expansion(root: yaml.Node, limit: int | None = None) -> None:
+    """A ConfigError at the smallest part of the document whose aliases expand it past
+    ``limit`` nodes (default: the nodes written plus the alias allowance), or at an
+    alias inside the node it names. Linear in the nodes written: each is sized once."""
+    if limit is None:
+        written = _distinct_nodes(root)
+        limit = written * (1 + ALIAS_EXPANSION_PER_NODE) + MAX_ALIAS_EXPANSION
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        line = node.start_mark.line + 1
+        if id(node) in open_nodes:
+            raise ConfigError("a YAML alias names a node that contains it", line=line)
+        open_nodes.add(id(node))
+        total = 1 + sum(size(child) for child in _children(node))
+        open_nodes.discard(id(node))
+        if total > limit:
+            raise ConfigError(
+                f"YAML aliases expand this to over {limit:,} nodes; write it out or "
+                "use fewer aliases",
+                line=line,
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def read_bytes(path: Path) -> bytes:
+    """A config or policy file's bytes, with every failure a ConfigError."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
+
+
+def decode(data: bytes, source: str | None) -> str:
+    """UTF-8 text, or a ConfigError saying where decoding failed."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 (byte {exc.start})", source=source) from None
 
 
 def read_text(path: Path) -> str:
     """A config or policy file's text, with every failure a ConfigError."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 (byte {exc.start})", source=str(path)) from None
+    return decode(read_bytes(path), str(path))
 
 
 def parse_text(text: str, source: str | None = None) -> Any:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from iamscope._yaml import parse_text, read_text, reject_unknown
+from iamscope._yaml import Located, parse_text, read_text, reject_unknown
 from iamscope.engine.cache import CacheSettings
 from iamscope.errors import ConfigError
 from iamscope.fleet.settings import SharedSettings
@@ -26,7 +26,7 @@ from iamscope.telemetry.export import configure
 from iamscope.telemetry.settings import TelemetrySettings
 from iamscope.tokens.issuer import IssuerConfig, issuers_from_config
 
-__all__ = ["Config", "load_config"]
+__all__ = ["Config", "in_file", "load_config"]
 
 TOP_LEVEL_KEYS = ("issuers", "policy", "telemetry", "cache", "gateway", "shared")
 ENV_VAR = "IAMSCOPE_CONFIG"
@@ -53,6 +53,34 @@ def _block(data: Mapping[str, Any], key: str, source: str | None) -> Any:
     return value
 
 
+T = TypeVar("T")
+
+
+def in_file(exc: ConfigError, source: str | None) -> ConfigError:
+    """``exc`` naming ``source`` when it names no file: raised by a check that saw only
+    parsed values (an environment variable the file names, an issuer's settings)."""
+    if exc.source is not None or source is None:
+        return exc
+    return ConfigError(exc.detail, source=source, line=exc.line, key=exc.key)
+
+
+def _parse_block(
+    data: Mapping[str, Any], key: str, source: str | None, parse: Callable[[], T]
+) -> T:
+    """``parse()`` of the block under ``key``, with every error given a line: the one its
+    parser found, else its key's line inside the block, else the block's own."""
+    try:
+        return parse()
+    except ConfigError as exc:
+        if exc.line is not None and exc.source == source:
+            raise
+        block = data.get(key)
+        lines = block.lines if isinstance(block, Located) else {}
+        line = exc.line or lines.get(exc.key or "")
+        line = line or getattr(data, "lines", {}).get(key)
+        raise ConfigError(exc.detail, source=source, line=line, key=exc.key) from None
+
+
 def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> Config:
     """Load from a mapping, a file path, or (when ``None``) the ``IAMSCOPE_CONFIG`` path."""
     source: str | None = None
@@ -71,20 +99,33 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
         raise ConfigError("the configuration must be a mapping", source=source)
     reject_unknown(data, TOP_LEVEL_KEYS, source, "top-level")
     if "issuers" not in data:
-        raise ConfigError("'issuers' is required", source=source, key="issuers")
-    issuers = issuers_from_config(data["issuers"], where=source)
+        line = getattr(data, "line", None)
+        raise ConfigError("'issuers' is required", source=source, line=line, key="issuers")
+
+    def block(key: str, parse: Callable[[], T]) -> T:
+        return _parse_block(data, key, source, parse)
+
     return Config(
-        issuers=issuers,
+        issuers=block("issuers", lambda: issuers_from_config(data["issuers"], where=source)),
         policy=data.get("policy") or {},
-        telemetry=TelemetrySettings.from_mapping(_block(data, "telemetry", source), where=source),
-        cache=CacheSettings.from_mapping(_block(data, "cache", source), where=source),
+        telemetry=block(
+            "telemetry",
+            lambda: TelemetrySettings.from_mapping(_block(data, "telemetry", source), where=source),
+        ),
+        cache=block(
+            "cache",
+            lambda: CacheSettings.from_mapping(_block(data, "cache", source), where=source),
+        ),
         gateway=(
-            GatewaySettings.from_mapping(data["gateway"], where=source)
+            block("gateway", lambda: GatewaySettings.from_mapping(data["gateway"], where=source))
             if data.get("gateway") is not None
             else None
         ),
         shared=(
-            SharedSettings.from_mapping(_block(data, "shared", source), where=source)
+            block(
+                "shared",
+                lambda: SharedSettings.from_mapping(_block(data, "shared", source), where=source),
+            )
             if "shared" in data
             else None
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,49 @@ def test_analytics_app_runs_from_iamscope_config(
     assert whoami["attributes"]["region"] == [{"value": "west", "source": "binding:bindings[1]"}]
     denied = get(app, "/admin/policy", west)
     assert denied.status_code == 403 and denied.json()["code"] == "permission_required"
+
+
+def test_analytics_app_reloads_its_policy_when_asked(
+    local_issuer: LocalIssuer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from examples.analytics import app as analytics
+
+    def config(version: str) -> str:
+        policy = {
+            "version": version,
+            "roles": {"admin": {"permissions": ["*"]}},
+            "bindings": [{"groups": ["admins"], "roles": ["admin"]}],
+        }
+        issuer = {"name": "corp", "issuer": local_issuer.url, "audience": local_issuer.audience}
+        return yaml.safe_dump({"issuers": [issuer], "policy": policy})
+
+    path = tmp_path / "iamscope.yaml"
+    path.write_text(config("1"))
+    monkeypatch.setenv("IAMSCOPE_CONFIG", str(path))
+    monkeypatch.setenv("IAMSCOPE_HASH_KEY", "example-key")
+    monkeypatch.setenv("IAMSCOPE_RELOAD", "0.05")
+    app = analytics._Lazy()
+    admin = local_issuer.mint(groups=["admins"])
+    assert get(app, "/admin/policy", admin).json()["version"] == "1"
+    try:
+        staged = tmp_path / "iamscope.yaml.new"  # the README's way: write, then rename
+        staged.write_text(config("2"))
+        staged.replace(path)
+        deadline = time.monotonic() + 30  # a bound on waiting, not on speed
+        while get(app, "/admin/policy", admin).json()["version"] != "2":
+            assert time.monotonic() < deadline, "the policy was never reloaded"
+            time.sleep(0.05)
+    finally:
+        app._app.iamscope.policy.close()
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf"])
+def test_analytics_reload_setting_is_checked(value: str) -> None:
+    from examples.analytics.app import reload_interval
+    from iamscope import ConfigError
+
+    with pytest.raises(ConfigError, match="IAMSCOPE_RELOAD"):
+        reload_interval({"IAMSCOPE_RELOAD": value})
+    assert reload_interval({}) == 0 and reload_interval({"IAMSCOPE_RELOAD": "2"}) == 2

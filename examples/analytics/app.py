@@ -9,11 +9,15 @@
     GET /admin/policy  permission policy:admin: the policy in force
     GET /health        public
 
-The lines iamscope adds to this app are marked ``# iamscope``.
+``IAMSCOPE_RELOAD=2`` checks the policy file every 2 seconds and takes a change once the
+file has stopped changing (unset or 0: no reload). The lines iamscope adds to this app
+are marked ``# iamscope``.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sqlite3
 from typing import Any
 
@@ -23,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from examples.analytics.data import create_database
-from iamscope import IAMScope, IAMScopeMiddleware, current, require  # iamscope
+from iamscope import ConfigError, IAMScope, IAMScopeMiddleware, current, require  # iamscope
 from iamscope.policy import to_sql  # iamscope
 
 SALES_COLUMNS = ("region", "account", "amount", "day")  # what a row plan may filter on
@@ -102,9 +106,23 @@ def health(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
+def reload_interval(environ: Any = os.environ) -> float:
+    """Seconds between policy file checks from ``IAMSCOPE_RELOAD`` (0: never)."""
+    text = environ.get("IAMSCOPE_RELOAD", "").strip()
+    try:
+        seconds = float(text) if text else 0.0
+    except ValueError:
+        seconds = math.nan
+    if not (0 <= seconds < math.inf):
+        raise ConfigError(f"IAMSCOPE_RELOAD must be seconds between checks, not {text!r}")
+    return seconds
+
+
 def create_app(iam: IAMScope | None = None, db: sqlite3.Connection | None = None) -> Any:
     """The app behind the middleware; ``IAMSCOPE_CONFIG`` names the config by default."""
     iam = iam or IAMScope.from_config(public_paths=("/health",))  # iamscope
+    if interval := reload_interval():
+        iam.policy.watch(interval)  # iamscope: hot reload, once the file has settled
     inner = Starlette(
         routes=[
             Route("/whoami", whoami),

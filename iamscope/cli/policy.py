@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from iamscope._yaml import parse_text, read_text
+from iamscope._yaml import item_line, parse_text, read_text
 from iamscope.cli.exit_codes import FAILED, OK
 from iamscope.config import Config, load_config
 from iamscope.errors import ConfigError, IAMScopeError
@@ -131,14 +131,17 @@ def _principal(
     try:
         data = json.loads(claims or "")
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--claims is not JSON: {exc.msg}") from None
+        raise ConfigError(f"not JSON: {exc.msg}", source="--claims") from None
     if not isinstance(data, dict):
-        raise ConfigError("--claims must be a JSON object")
-    return principal_from_claims(data, _issuer(config.issuers, issuer, data))
+        raise ConfigError("must be a JSON object", source="--claims")
+    return principal_from_claims(data, _issuer(config.issuers, issuer, data, config.source))
 
 
 def _issuer(
-    issuers: Sequence[IssuerConfig], name: str | None, claims: Mapping[str, Any]
+    issuers: Sequence[IssuerConfig],
+    name: str | None,
+    claims: Mapping[str, Any],
+    source: str | None = None,
 ) -> IssuerConfig:
     for cfg in issuers:
         if (name is not None and cfg.name == name) or (
@@ -148,7 +151,8 @@ def _issuer(
     if name is None and len(issuers) == 1:
         return issuers[0]
     raise ConfigError(
-        f"no configured issuer {'named ' + repr(name) if name else 'for these claims'}"
+        f"no configured issuer {'named ' + repr(name) if name else 'for these claims'}",
+        source=source,
     )
 
 
@@ -179,7 +183,7 @@ def run_tests(path: Path, out: TextIO) -> int:
     failures = 0
     for index, case in enumerate(suite["tests"]):
         name = case.get("name", f"tests[{index}]") if isinstance(case, Mapping) else str(index)
-        problems = _run_case(case, config, compiled, str(path))
+        problems = _run_case(case, config, compiled, str(path), item_line(suite["tests"], index))
         failures += bool(problems)
         out.write(f"{'FAIL' if problems else 'ok  '} {name}\n")
         for problem in problems:
@@ -189,12 +193,14 @@ def run_tests(path: Path, out: TextIO) -> int:
     return FAILED if failures else OK
 
 
-def _run_case(case: Any, config: Config, compiled: CompiledPolicy, source: str) -> list[str]:
+def _run_case(
+    case: Any, config: Config, compiled: CompiledPolicy, source: str, line: int | None
+) -> list[str]:
     if not isinstance(case, Mapping) or not set(case) <= set(_TEST_KEYS):
-        raise ConfigError(f"each test takes only {list(_TEST_KEYS)}", source=source)
+        raise ConfigError(f"each test takes only {list(_TEST_KEYS)}", source=source, line=line)
     expect = case.get("expect") or {}
     if not isinstance(expect, Mapping) or not set(expect) <= set(_EXPECT_KEYS):
-        raise ConfigError(f"'expect' takes only {list(_EXPECT_KEYS)}", source=source)
+        raise ConfigError(f"'expect' takes only {list(_EXPECT_KEYS)}", source=source, line=line)
     claims = case.get("claims") or {}
     try:
         principal = principal_from_claims(

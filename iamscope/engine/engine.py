@@ -25,7 +25,7 @@ from typing import Any, Literal
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import get_current_span
 
-from iamscope.config import Config, load_config
+from iamscope.config import Config, in_file, load_config
 from iamscope.engine import decision as ids
 from iamscope.engine.answers import Answer, denial
 from iamscope.engine.cache import CacheSettings, RevocationStore, TokenCache, digest
@@ -160,12 +160,15 @@ class IAMScope:
         """Build from a config file, a mapping, or ``IAMSCOPE_CONFIG``."""
         loaded = config if isinstance(config, Config) else load_config(config)
         source: Any = loaded.source if loaded.source is not None else dict(loaded.policy)
-        policy = PolicyStore(source, issuers=loaded.issuers)
-        kw.setdefault("telemetry", loaded.telemetry)
-        kw.setdefault("cache", loaded.cache)
-        if loaded.shared is not None and "fleet" not in kw and "revocations" not in kw:
-            kw["fleet"] = Fleet(loaded.shared, clock=kw.get("clock", time.time))
-        return cls(loaded.issuers, policy, **kw)
+        try:  # checks of what the file names (environment variables) name the file too
+            policy = PolicyStore(source, issuers=loaded.issuers)
+            kw.setdefault("telemetry", loaded.telemetry)
+            kw.setdefault("cache", loaded.cache)
+            if loaded.shared is not None and "fleet" not in kw and "revocations" not in kw:
+                kw["fleet"] = Fleet(loaded.shared, clock=kw.get("clock", time.time))
+            return cls(loaded.issuers, policy, **kw)
+        except ConfigError as exc:
+            raise in_file(exc, loaded.source) from None
 
     # --- public paths ----------------------------------------------------------------
 

@@ -63,7 +63,7 @@ class GatewaySettings:
         timeout = data.get("timeout", 1.0)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             raise fail("timeout", "'timeout' must be a number of seconds")
-        if not 0 < timeout < math.inf:
+        if not 0 < _seconds(timeout) < math.inf:
             raise fail("timeout", "'timeout' must be a positive number of seconds")
         if data.get("upstream", "otlp") == "otlp" and "endpoint" not in data:
             raise fail("endpoint", "an otlp upstream needs 'endpoint'")
@@ -77,7 +77,16 @@ class GatewaySettings:
             default_project=default_project,
             out_of_scope=data.get("out_of_scope", "drop"),
             max_body_bytes=data.get("max_body_bytes", defaults.max_body_bytes),
-            timeout=float(data.get("timeout", defaults.timeout)),
+            timeout=_seconds(data.get("timeout", defaults.timeout)),
             retries=data.get("retries", defaults.retries),
             max_inflight=data.get("max_inflight", defaults.max_inflight),
         )
+
+
+def _seconds(value: int | float) -> float:
+    """A number as float seconds; an integer too large for a float is infinite (and so
+    refused), not an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf

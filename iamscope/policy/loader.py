@@ -16,15 +16,22 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from iamscope._yaml import did_you_mean, parse_text, read_text
+from iamscope._yaml import did_you_mean, item_line, parse_text, read_text
 from iamscope.errors import ConfigError, PlanUnsupported
-from iamscope.policy.model import AttributeSpec, Binding, Policy, Role, RoleRows
+from iamscope.policy.model import (
+    SINGLE_VALUED_CLAIMS,
+    AttributeSpec,
+    Binding,
+    Policy,
+    Role,
+    RoleRows,
+)
 from iamscope.policy.render.conditions import checked_scalar, checked_values
 from iamscope.policy.rows import COMPARISONS, And, AttrRef, Cmp, Condition, Not, Or, Scalar
 from iamscope.policy.traces import ACTIONS, WILDCARD, TraceGrant
 from iamscope.tokens.issuer import IssuerConfig
 
-__all__ = ["load_policy", "policy_from_mapping"]
+__all__ = ["load_policy", "policy_from_mapping", "policy_from_text"]
 
 _POLICY_KEYS = ("version", "attributes", "roles", "bindings")
 _ATTRIBUTE_KEYS = ("multi", "claim", "issuer")
@@ -40,13 +47,19 @@ _ORDERING = ("lt", "le", "gt", "ge")
 
 
 class _Ctx:
-    """Where we are, for error messages."""
+    """Where we are, for error messages: the file, and the line of the nearest enclosing
+    part that has one (a value that is not a mapping carries no line of its own)."""
 
     def __init__(self, source: str | None) -> None:
         self.source = source
+        self.near: int | None = None
+
+    def at(self, node: Any, key: str | None = None) -> None:
+        self.near = _line(node, key) or self.near
 
     def fail(self, message: str, node: Any = None, key: str | None = None) -> ConfigError:
-        return ConfigError(message, source=self.source, line=_line(node, key), key=key)
+        line = _line(node, key) or self.near
+        return ConfigError(message, source=self.source, line=line, key=key)
 
 
 def _line(node: Any, key: str | None) -> int | None:
@@ -87,11 +100,24 @@ def load_policy(
     """A policy from a file (its own, or a config file's ``policy`` section) or a dict."""
     if isinstance(source, Mapping):
         return policy_from_mapping(source, issuers=issuers)
-    path = str(source)
-    data = parse_text(read_text(Path(source)), path)
-    if isinstance(data, Mapping) and "policy" in data and "roles" not in data:
-        data = data["policy"]
-    return policy_from_mapping(data, issuers=issuers, source=path)
+    return policy_from_text(read_text(Path(source)), str(source), issuers=issuers)
+
+
+def policy_from_text(
+    text: str, source: str | None, *, issuers: Iterable[IssuerConfig] | None = None
+) -> Policy:
+    """A policy from a file's text (its own, or a config file's ``policy`` section):
+    hot reload parses exactly the bytes it saw settle, not a second read."""
+    data = parse_text(text, source)
+    if not (isinstance(data, Mapping) and "policy" in data and "roles" not in data):
+        return policy_from_mapping(data, issuers=issuers, source=source)
+    try:  # a config file's policy section
+        return policy_from_mapping(data["policy"], issuers=issuers, source=source)
+    except ConfigError as exc:
+        line = getattr(data, "lines", {}).get("policy")
+        if exc.line is not None or line is None:
+            raise
+        raise ConfigError(exc.detail, source=source, line=line, key=exc.key) from None
 
 
 def policy_from_mapping(
@@ -108,6 +134,7 @@ def policy_from_mapping(
 
 def _policy(data: Any, issuers: Iterable[IssuerConfig] | None, source: str | None) -> Policy:
     ctx = _Ctx(source)
+    ctx.at(data)
     data = _mapping(ctx, data, "policy", _POLICY_KEYS)
     version = data.get("version")
     if not isinstance(version, str) or not version:
@@ -115,8 +142,11 @@ def _policy(data: Any, issuers: Iterable[IssuerConfig] | None, source: str | Non
         raise ctx.fail(
             "'version' must be a quoted string such as \"2026-11-22.1\"", data, "version"
         )
+    ctx.at(data, "attributes")
     attributes = _attributes(ctx, data.get("attributes") or {})
+    ctx.at(data, "roles")
     roles = _roles(ctx, data.get("roles") or {}, attributes)
+    ctx.at(data, "bindings")
     issuer_list = tuple(issuers) if issuers is not None else None
     bindings = _bindings(ctx, data.get("bindings") or [], roles, attributes, issuer_list)
     _check_ties(ctx, bindings, attributes, issuer_list)
@@ -133,6 +163,7 @@ def _attributes(ctx: _Ctx, node: Any) -> dict[str, AttributeSpec]:
     node = _mapping(ctx, node, "attributes")
     out = {}
     for name, spec in node.items():
+        ctx.at(node, str(name))
         if not isinstance(name, str) or not _COLUMN.fullmatch(name):
             raise ctx.fail(f"attribute name {name!r} must be an identifier", node, str(name))
         spec = _mapping(
@@ -162,6 +193,7 @@ def _roles(ctx: _Ctx, node: Any, attributes: Mapping[str, AttributeSpec]) -> dic
     node = _mapping(ctx, node, "roles")
     out = {}
     for name, spec in node.items():
+        ctx.at(node, str(name))
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ctx.fail(f"role name {name!r} is not a valid name", node, str(name))
         spec = _mapping(ctx, spec if spec is not None else {}, f"role {name!r}", _ROLE_KEYS)
@@ -347,7 +379,8 @@ def _traces(ctx: _Ctx, node: Any, parent: Any, role: str) -> tuple[TraceGrant, .
     if not isinstance(node, list):
         raise ctx.fail(f"role {role!r}: 'traces' must be a list of grants", parent, "traces")
     grants = []
-    for grant in node:
+    for i, grant in enumerate(node):
+        ctx.near = item_line(node, i) or ctx.near
         grant = _mapping(ctx, grant, f"role {role!r} trace grant", _TRACE_KEYS)
         project = grant.get("project")
         if not isinstance(project, str) or not project:
@@ -383,7 +416,8 @@ def _bindings(
         raise ctx.fail("'bindings' must be a list", node)
     issuer_names = [i.name for i in issuers] if issuers is not None else None
     bindings = tuple(
-        _binding(ctx, i, spec, roles, attributes, issuer_names) for i, spec in enumerate(node)
+        _binding(ctx, i, spec, roles, attributes, issuer_names, item_line(node, i))
+        for i, spec in enumerate(node)
     )
     seen: set[str] = set()
     for b in bindings:
@@ -402,7 +436,9 @@ def _binding(
     roles: Mapping[str, Role],
     attributes: Mapping[str, AttributeSpec],
     issuer_names: list[str] | None,
+    line: int | None,
 ) -> Binding:
+    ctx.near = line or ctx.near
     node = _mapping(ctx, node, "binding", _BINDING_KEYS)
     name = node.get("name")
     if name is not None and (not isinstance(name, str) or not name):
@@ -516,12 +552,16 @@ def _possible_issuers(
 
 
 def can_co_match(a: Binding, b: Binding, issuers: tuple[IssuerConfig, ...] | None) -> bool:
+    """Whether one principal could match both bindings. Different values of one claim
+    exclude each other only for claims that are always one string: any other claim may be
+    a list holding both (``environment: [staging, production]``), and the matcher takes
+    a list as "any of these"."""
     ia, ib = _possible_issuers(a, issuers), _possible_issuers(b, issuers)
     if ia is not None and ib is not None and not ia & ib:
         return False
     for path, values in a.claims.items():
         other = b.claims.get(path)
-        if other is not None and not values & other:
+        if other is not None and not values & other and path in SINGLE_VALUED_CLAIMS:
             return False
     return True
 

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from iamscope.policy.rows import Condition, Scalar
 from iamscope.policy.traces import TraceGrant
 
-__all__ = ["AttributeSpec", "Binding", "Policy", "Role", "RoleRows"]
+__all__ = ["SINGLE_VALUED_CLAIMS", "AttributeSpec", "Binding", "Policy", "Role", "RoleRows"]
+
+#: Claims the JWT registries define as one string (RFC 7519 ``iss``, ``sub``, ``jti``;
+#: OIDC ``azp``; RFC 9068 ``client_id``). A binding selecting one of these matches only a
+#: string, never a list, so bindings selecting different values of one of them can never
+#: match the same token. Any other claim may arrive as a list holding several values.
+SINGLE_VALUED_CLAIMS = frozenset({"iss", "sub", "jti", "azp", "client_id"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from iamscope.policy.access import Access, AttributeValue
-from iamscope.policy.model import AttributeSpec, Binding, Policy, RoleRows
+from iamscope.policy.model import SINGLE_VALUED_CLAIMS, AttributeSpec, Binding, Policy, RoleRows
 from iamscope.policy.rows import ALL, NONE, And, AttrRef, Cmp, Condition, Not, Or, RowPlan, Scalar
 from iamscope.policy.traces import TraceScope
 from iamscope.tokens.claims import lookup
@@ -243,7 +243,9 @@ def _claim_strings(claims: Mapping[str, Any], path: str) -> tuple[str, ...]:
         return ("true" if value else "false",)
     if isinstance(value, int):
         return (str(value),)
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple) and path not in SINGLE_VALUED_CLAIMS:
+        # A list of one-string claim would let one token match bindings the loader
+        # proved exclusive (no tie check between them): it matches nothing instead.
         return tuple(v for v in value if isinstance(v, str))
     return ()
 

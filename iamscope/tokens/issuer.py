@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from iamscope._yaml import did_you_mean, reject_unknown
+from iamscope._yaml import did_you_mean, item_line, reject_unknown
 from iamscope.errors import ConfigError
 from iamscope.tokens.claims import ClaimMap
 from iamscope.tokens.extract import Source
@@ -130,7 +130,7 @@ class IssuerConfig:
                 raise ConfigError(f"{key!r} must be a number", source=where, key=key)
         if "preset" in data:
             preset = data["preset"]
-            if preset not in PRESETS:
+            if not isinstance(preset, str) or preset not in PRESETS:
                 raise ConfigError(
                     f"unknown preset {preset!r}{did_you_mean(str(preset), PRESETS)}",
                     source=where,
@@ -167,7 +167,7 @@ def _validate(cfg: IssuerConfig) -> None:
         raise ConfigError(f"{where}: 'audience' is required", key="audience")
     for url_key in ("jwks_uri", "keys_url"):
         url = getattr(cfg, url_key)
-        if url is not None and urlsplit(url).scheme not in ("https", "http"):
+        if url is not None and _scheme(url) not in ("https", "http"):
             raise ConfigError(f"{where}: {url_key!r} must be an http(s) URL", key=url_key)
     if cfg.preset.pem_keys and cfg.keys_url is None:
         raise ConfigError(f"{where}: preset {cfg.preset.name!r} needs 'keys_url'", key="keys_url")
@@ -209,9 +209,20 @@ def media_type(typ: str) -> str:
     return typ[len("application/") :] if typ.startswith("application/") else typ
 
 
+def _scheme(url: str) -> str | None:
+    """The URL's scheme, or None when it is no URL at all (``https://[::1``)."""
+    try:
+        return urlsplit(url).scheme
+    except ValueError:
+        return None
+
+
 def _acceptable_issuer(cfg: IssuerConfig) -> bool:
-    if urlsplit(cfg.issuer).scheme in ("https", "http"):
+    scheme = _scheme(cfg.issuer)
+    if scheme in ("https", "http"):
         return True
+    if scheme is None:
+        return False  # a broken URL is not a plain identifier either
     # Discovery needs a URL; with explicit keys the issuer is only compared, exactly.
     explicit_keys = cfg.jwks_uri is not None or cfg.keys_url is not None
     return explicit_keys and bool(cfg.issuer) and not any(c.isspace() for c in cfg.issuer)
@@ -268,13 +279,15 @@ def _claim_overrides(base: ClaimMap, data: Any, where: str | None) -> ClaimMap:
     if "attributes" in data:
         attrs = data["attributes"]
         if not isinstance(attrs, Mapping):
-            raise ConfigError("'claims.attributes' must be a mapping", source=where)
+            raise ConfigError("'claims.attributes' must be a mapping", source=where, key="claims")
         for name, paths in attrs.items():
             fields["attributes"][name] = _strings(paths, f"claims.attributes.{name}", where)
     if "delimiter" in data:
         delimiter = data["delimiter"]
         if not isinstance(delimiter, str) or not delimiter:
-            raise ConfigError("'claims.delimiter' must be a non-empty string", source=where)
+            raise ConfigError(
+                "'claims.delimiter' must be a non-empty string", source=where, key="claims"
+            )
         fields["delimiter"] = delimiter
     if "allow_string" in data:
         if not isinstance(data["allow_string"], bool):
@@ -317,7 +330,7 @@ def issuers_from_config(data: Any, *, where: str | None = None) -> tuple[IssuerC
     """The ``issuers`` list of a config file; names and issuer URLs must be unique."""
     if not isinstance(data, list) or not data:
         raise ConfigError("'issuers' must be a non-empty list", source=where, key="issuers")
-    issuers = tuple(_issuer_at(item, where) for item in data)
+    issuers = tuple(_issuer_at(item, where, item_line(data, i)) for i, item in enumerate(data))
     for attr in ("name", "issuer"):
         seen: set[str] = set()
         for cfg in issuers:
@@ -328,14 +341,13 @@ def issuers_from_config(data: Any, *, where: str | None = None) -> tuple[IssuerC
     return issuers
 
 
-def _issuer_at(item: Any, where: str | None) -> IssuerConfig:
+def _issuer_at(item: Any, where: str | None, line: int | None) -> IssuerConfig:
     try:
         return IssuerConfig.from_mapping(item, where=where)
     except ConfigError as exc:
-        if exc.line is not None or not hasattr(item, "lines"):
+        if exc.line is not None or line is None:
             raise
         # Point at the offending key of this entry, or at the entry itself.
-        line = item.lines.get(exc.key) if exc.key else None
-        raise ConfigError(
-            exc.detail, source=where, line=line or getattr(item, "line", None), key=exc.key
-        ) from None
+        lines = getattr(item, "lines", {})
+        at = lines.get(exc.key) if exc.key else None
+        raise ConfigError(exc.detail, source=where, line=at or line, key=exc.key) from None

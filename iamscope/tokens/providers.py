@@ -489,7 +489,35 @@ POMERIUM = Preset(
     algorithms=("ES256",),
 )
 
-GENERIC = Preset("generic")
+#: Claims only a token issued for a signed-in person carries: RFC 9068 §2.2.1's
+#: authentication information and the OIDC standard profile claims.
+_USER_CLAIMS = (
+    "auth_time",
+    "acr",
+    "amr",
+    "sid",
+    "name",
+    "given_name",
+    "family_name",
+    "nickname",
+    "preferred_username",
+    "email",
+    "upn",
+)
+
+
+def _generic_kind(claims: Claims) -> PrincipalKind:
+    # RFC 9068 §2.2: with no resource owner (client credentials) the subject is the
+    # client itself, so sub == client_id; any user claim means a person signed in.
+    client = claims.get("client_id")
+    if not isinstance(client, str) or not client or client != claims.get("sub"):
+        return "user"
+    return "user" if any(name in claims for name in _USER_CLAIMS) else "service"
+
+
+# client_id is one string (RFC 9068 §2.2, RFC 8693 §4.3): any other type is refused
+# before the kind is read, as every preset's own claims are.
+GENERIC = Preset("generic", kind=_generic_kind, claim_types={"client_id": STRING})
 
 PRESETS: Mapping[str, Preset] = {
     p.name: p

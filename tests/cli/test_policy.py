@@ -176,3 +176,27 @@ def test_explain_claims_points_at_delimiter_too() -> None:
     refusal = json.loads(text)
     assert code == 1 and refusal["code"] == "claim_not_list"
     assert "claims.allow_string" in refusal["detail"] and "claims.delimiter" in refusal["hints"][0]
+
+
+def test_cli_errors_name_the_file_or_the_argument(tmp_path: Path) -> None:
+    issuer = "issuers:\n  - name: corp\n    issuer: https://corp.example\n    audience: api\n"
+    config = tmp_path / "iamscope.yaml"
+    config.write_text(issuer + 'policy: {version: "1", roles: {r: {}}}\n')
+    suite = tmp_path / "tests.yaml"
+    suite.write_text("config: iamscope.yaml\ntests:\n  - {name: a, claims: {}, extra: 1}\n")
+
+    def error(*argv: str) -> str:
+        code, out = run(*argv)
+        assert code != 0
+        return out
+
+    assert error("explain", "--config", str(config), "--claims", "{").startswith(
+        "error: --claims: not JSON"
+    )
+    assert error("explain", "--config", str(config), "--issuer", "x", "--claims", "{}") == (
+        f"error: {config}: no configured issuer named 'x'\n"
+    )
+    assert error("test", str(suite)).startswith(f"error: {suite}:3: each test takes only")
+    config.write_text(issuer + 'policy: {version: "1", roles: [1]}\n')
+    for argv in (["lint", str(config)], ["explain", "--config", str(config), "--claims", "{}"]):
+        assert error(*argv).startswith(f"error: {config}:5: roles must be a mapping")

@@ -41,7 +41,7 @@ def test_reload_survives_undecodable_files_and_failing_callbacks(tmp_path: Path)
         results.append(result)
         raise RuntimeError("callback bug")
 
-    store = PolicyStore(path, on_reload=callback)
+    store = PolicyStore(path, on_reload=callback, settle=0.02)
     store.watch(interval=0.01)
     try:
         path.write_bytes(b'version: "2"\n# caf\xe9\nroles: {}\nbindings: []\n')

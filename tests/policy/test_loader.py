@@ -9,7 +9,8 @@ import pytest
 
 from iamscope.errors import ConfigError
 from iamscope.policy import load_policy, policy_from_mapping
-from iamscope.tokens import PRESETS, IssuerConfig
+from iamscope.policy.resolve import CompiledPolicy
+from iamscope.tokens import PRESETS, IssuerConfig, Principal
 
 BASE = """\
 version: "7"
@@ -113,13 +114,54 @@ def test_unresolvable_single_valued_tie_is_a_load_error(tmp_path: Path) -> None:
     exc = error(tmp_path, text)
     assert "account" in str(exc) and "priority" in str(exc)
     assert exc.line == 13
-    # A priority resolves it; so do claim values that can never both hold.
+    # A priority resolves it.
     assert load_text(tmp_path, text.replace("account: y}}", "account: y}, priority: 1}"))
-    exclusive = BASE + (
-        "  - {claims: {env: prod}, roles: [analyst], attributes: {account: x}}\n"
-        "  - {claims: {env: dev}, roles: [analyst], attributes: {account: y}}\n"
+
+
+def test_different_values_of_one_claim_can_co_match_through_a_list(tmp_path: Path) -> None:
+    text = BASE + (
+        "  - {claims: {environment: staging}, roles: [analyst], attributes: {account: x}}\n"
+        "  - {claims: {environment: production}, roles: [analyst], attributes: {account: y}}\n"
     )
-    assert load_text(tmp_path, exclusive)
+    exc = error(tmp_path, text)
+    assert "bindings[1] and bindings[2]" in str(exc) and "'account'" in str(exc)
+    assert exc.line == 13  # the second of the pair
+    # Why: a token whose claim is a list holding both values matches both bindings.
+    settled = load_text(tmp_path, text.replace("account: y}}", "account: y}, priority: 1}"))
+    both = Principal(
+        "ci", "https://ci.example", "s", "workload", 1e12,
+        claims={"environment": ["staging", "production"]},
+    )  # fmt: skip
+    compiled = CompiledPolicy(settled)
+    assert [b.label for b in compiled.matching(both)] == ["bindings[1]", "bindings[2]"]
+    assert compiled.resolve(both).attributes["account"].values == ("y",)
+
+
+def test_one_string_claims_exclude_each_other_and_never_match_a_list(tmp_path: Path) -> None:
+    text = BASE + (
+        "  - {claims: {sub: alice}, roles: [analyst], attributes: {account: x}}\n"
+        "  - {claims: {sub: bob}, roles: [analyst], attributes: {account: y}}\n"
+    )
+    compiled = CompiledPolicy(load_text(tmp_path, text))  # no tie: sub is one string
+    alice = Principal("corp", "https://corp.example", "alice", "user", 1e12,
+                      claims={"sub": "alice"})  # fmt: skip
+    forged = Principal("corp", "https://corp.example", "x", "user", 1e12,
+                       claims={"sub": ["alice", "bob"]})  # fmt: skip
+    assert compiled.resolve(alice).attributes["account"].values == ("x",)
+    assert compiled.matching(forged) == []
+
+
+def test_group_and_claim_selected_bindings_can_co_match(tmp_path: Path) -> None:
+    text = BASE + (
+        "  - {groups: [east], roles: [analyst], attributes: {account: x}}\n"
+        "  - {claims: {environment: [staging]}, roles: [analyst], attributes: {account: y}}\n"
+    )
+    assert "priority" in str(error(tmp_path, text))
+    okta = IssuerConfig(
+        name="corp", issuer="https://corp.example", audience=("a",), preset=PRESETS["okta"]
+    )
+    with pytest.raises(ConfigError, match="priority"):  # an Okta token has groups and claims
+        load_text(tmp_path, text, issuers=[okta])
 
 
 def test_ties_consider_which_issuers_can_have_groups() -> None:

@@ -64,7 +64,13 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario(
             "generic",
-            {"groups": ["g"], "scope": "openid", "scp": ["orders.read"], "jti": "j-1"},
+            {
+                "groups": ["g"],
+                "scope": "openid",
+                "scp": ["orders.read"],
+                "jti": "j-1",
+                "client_id": "orders-app",  # read by the kind rule (RFC 9068)
+            },
             header_reads={
                 "alg": "header_invalid",
                 "kid": "header_invalid",

@@ -1585,6 +1585,36 @@ def test_generic_preset_reads_sub_groups_and_scope(local_issuer_factory: Factory
     assert dict(p.attributes) == {}
 
 
+@pytest.mark.parametrize(
+    ("extra", "kind"),
+    [
+        ({"client_id": "orders-sync", "sub": "orders-sync"}, "service"),  # RFC 9068 §2.2
+        ({"client_id": "orders-sync", "sub": "alice"}, "user"),  # a user via that client
+        ({"client_id": "orders-sync", "sub": "orders-sync", "auth_time": 1}, "user"),
+        ({"client_id": "orders-sync", "sub": "orders-sync", "email": "a@x"}, "user"),
+        ({"sub": "orders-sync"}, "user"),
+    ],
+)
+def test_generic_preset_tells_a_client_credentials_token_from_a_user(
+    local_issuer_factory: Factory, extra: dict[str, Any], kind: str
+) -> None:
+    issuer = local_issuer_factory(path="/as")
+    cfg = IssuerConfig(name="as", issuer=issuer.url, audience=("orders-api",))
+    token = issuer.mint({"aud": "orders-api", "scope": "orders:sync", **extra})
+    assert verify(token, cfg).kind == kind
+
+
+@pytest.mark.parametrize("client_id", [["orders-sync"], 7, True, {"id": "orders-sync"}])
+def test_generic_preset_refuses_a_client_id_that_is_not_one_string(
+    local_issuer_factory: Factory, client_id: Any
+) -> None:
+    issuer = local_issuer_factory(path="/as")
+    cfg = IssuerConfig(name="as", issuer=issuer.url, audience=("orders-api",))
+    token = issuer.mint({"aud": "orders-api", "sub": "orders-sync", "client_id": client_id})
+    exc = refused(token, cfg, errors.ClaimTypeInvalid)
+    assert exc.claim == "client_id"
+
+
 def test_claim_overrides_read_delimited_groups_from_a_nested_path(
     local_issuer_factory: Factory,
 ) -> None:
