@@ -41,7 +41,7 @@ from iamscope.errors import (
     TokenRevoked,
 )
 from iamscope.fleet.sync import Fleet
-from iamscope.policy.reload import PolicyStore
+from iamscope.policy.reload import PolicyStore, ReloadResult
 from iamscope.telemetry.audit import AuditSink, HitSummary, LoggerSink, SubjectHasher, audit_event
 from iamscope.telemetry.metrics import Metrics
 from iamscope.telemetry.settings import TelemetrySettings, hash_key_from_env
@@ -134,14 +134,36 @@ class IAMScope:
         self._async_flights: dict[bytes, asyncio.Future[Decision | None]] = {}
         self._flight_lock = threading.Lock()
         self._stopped = False
+        #: Set while this thread acts on a fleet broadcast (not to announce it back).
+        self._told_by_fleet = threading.local()
         if fleet is not None:
             self._join(fleet)
 
     def _join(self, fleet: Fleet) -> None:
-        """Act on the fleet's broadcasts and report to it; start following it."""
-        fleet.on("policy", lambda _: self.policy.reload())
+        """Act on the fleet's broadcasts, tell it what this process notices first (new or
+        retired keys, a changed policy file), report to it; start following it."""
+        told = self._told_by_fleet
+
+        def reload(_: Mapping[str, str]) -> None:
+            told.active = True
+            try:
+                self.policy.reload()
+            finally:
+                told.active = False
+
+        def policy_changed(result: ReloadResult) -> None:
+            if result.changed and not getattr(told, "active", False):
+                fleet.announce("policy")
+
+        def keys_changed(issuer: str) -> None:
+            if not getattr(told, "active", False):  # what the fleet said is not news
+                fleet.announce("keys", issuer=issuer)
+
+        fleet.on("policy", reload)
         fleet.on("drop", lambda f: self.cache.drop_subject(f["issuer"], f["subject"]))
         fleet.on("keys", lambda f: self._refresh_from_fleet(f.get("issuer") or None))
+        self.policy.observers.append(policy_changed)
+        self.core.keys.on_change = keys_changed
         fleet.report = lambda: {
             "policy_version": self.policy.current.version,
             "key_set_age": self.core.keys.key_set_age(self.core.clock()),
@@ -151,7 +173,11 @@ class IAMScope:
     def _refresh_from_fleet(self, issuer: str | None) -> None:
         names = {cfg.name for cfg in self.core.issuers}
         if issuer is None or issuer in names:  # another service's issuer: not ours to refresh
-            self.refresh_keys(issuer)
+            self._told_by_fleet.active = True
+            try:
+                self.refresh_keys(issuer)
+            finally:
+                self._told_by_fleet.active = False
 
     @classmethod
     def from_config(

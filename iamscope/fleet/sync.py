@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,9 @@ class Fleet:
         self._reader: Any = None
         self._writer: Any = None
         self._down_since: float | None = None
+        #: Announcements waiting for the listener thread to send them (never the caller's
+        #: thread: a key refresh may run on a request's).
+        self._outbox: deque[dict[str, str]] = deque(maxlen=1000)
         redis = _redis()
         #: What a Redis fault looks like: anything else is a bug and propagates.
         self._faults: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
@@ -166,6 +170,7 @@ class Fleet:
                 if self._need_sync:
                     self._resync()
                 self._follow()
+                self._send_outbox()
                 self._heartbeat()
                 backoff = 0.1
             except self._faults as exc:
@@ -218,6 +223,8 @@ class Fleet:
                 self._dispatch({_text(k): _text(v) for k, v in raw.items()})
 
     def _dispatch(self, fields: Mapping[str, str]) -> None:
+        if fields.get("origin") == self.id:
+            return  # this process's own announcement: it has acted already
         for handler in self._handlers.get(fields.get("type", ""), ()):
             try:
                 handler(fields)
@@ -301,6 +308,22 @@ class Fleet:
             reports.append(ProcessReport(**body))
         return sorted(reports, key=lambda r: (r.host, r.pid))
 
+    def announce(self, event: str, **fields: str) -> None:
+        """Tell the other processes what this one noticed (its keys or policy changed),
+        without waiting: the listener thread sends it, and this process's own listener
+        skips it. Dropped, with a log line, if Redis stays unreachable."""
+        if event not in ("policy", "keys"):
+            raise ValueError("announce policy or keys")
+        self._outbox.append({"type": event, "origin": self.id, **fields})
+
+    def _send_outbox(self) -> None:
+        while self._outbox:
+            fields = self._outbox[0]
+            pipe = self._reader.pipeline(transaction=False)
+            self._xadd(pipe, fields)
+            pipe.execute()
+            self._outbox.popleft()  # only once sent: a fault keeps it for the reconnect
+
     def _xadd(self, pipe: Any, fields: Mapping[str, Any]) -> Any:
         return pipe.xadd(self._events, dict(fields), maxlen=_STREAM_CAP, approximate=True)
 
@@ -333,6 +356,7 @@ def _after_fork() -> None:
         fleet._reader = fleet._writer = None
         fleet.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         fleet._need_sync = True
+        fleet._outbox.clear()  # the parent sends its own
         if was_running:
             fleet.start(wait=0)
 

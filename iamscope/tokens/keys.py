@@ -282,6 +282,7 @@ class _IssuerKeys:
     refreshing: int = 0  # refreshes under way
     generation: int = 0  # refreshes finished (success, failure or abandoned)
     success_generation: int = -1  # the generation number of the last success
+    changes: int = 0  # JWKS bodies that differed from the one held (the first load not counted)
 
 
 class KeyStore:
@@ -306,6 +307,9 @@ class KeyStore:
         self.on_refresh: Callable[[str, str], None] | None = None
         #: Told when keys retire: (issuer name, thumbprints). The decision cache's hook.
         self.on_retired: Callable[[str, frozenset[str]], None] | None = None
+        #: Told when an issuer's published keys changed (added, removed or replaced) or
+        #: a key was retired: a fleet tells its other processes to refresh now.
+        self.on_change: Callable[[str], None] | None = None
         after_fork(self, KeyStore._forked)
 
     def policy_for(self, name: str) -> KeyPolicy:
@@ -439,6 +443,7 @@ class KeyStore:
         flight = _flight_kid(cfg, kid)
         with self._lock:
             previous_demand = state.last_demand
+            changes = state.changes
             state.refreshing += 1
             if cause == "demand":
                 state.inflight.add(flight)
@@ -473,6 +478,8 @@ class KeyStore:
                     state.inflight.discard(flight)
             if outcome != "abandoned":
                 self._tell(name, outcome, retired)
+                if self.on_change is not None and (retired or state.changes != changes):
+                    self.on_change(name)
         return RefreshResult(name, outcome, reason, _count(state.keyset), tuple(fetches))
 
     def _tell(self, name: str, outcome: str, retired: frozenset[str]) -> None:
@@ -547,6 +554,8 @@ class KeyStore:
             if digest != state.digest:
                 published = self._keys_from_jwks(_document(response), cfg, policy)
         with self._lock:
+            if published is not None and state.digest is not None:
+                state.changes += 1
             state.keyset, retired = _merge(state.keyset, published, now, policy.removed_key_grace)
             if outcome == "ok":
                 state.etag, state.digest = response.etag, digest

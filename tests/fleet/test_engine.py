@@ -20,6 +20,7 @@ from iamscope.engine.cache import InMemoryRevocations, TokenCache
 from iamscope.fleet import Fleet, SharedSettings
 from iamscope.policy import PolicyStore
 from iamscope.testing import LocalIssuer
+from iamscope.tokens.keys import KeyPolicy
 from iamscope.tokens.principal import Principal
 from tests._http import get
 from tests.fleet._redis import RedisServer
@@ -60,10 +61,12 @@ def engines(
 ) -> Iterator[Callable[..., IAMScope]]:
     made: list[IAMScope] = []
 
-    def make(url: str | None = None, policy: Any = None, **settings: Any) -> IAMScope:
+    def make(
+        url: str | None = None, policy: Any = None, keys: KeyPolicy | None = None, **settings: Any
+    ) -> IAMScope:
         fleet = Fleet(SharedSettings(namespace=namespace, **settings), url=url or redis.url)
         iam = IAMScope(
-            [issuer.issuer_config("corp")],
+            [issuer.issuer_config("corp", keys=keys)],
             PolicyStore(policy if policy is not None else POLICY),
             hash_key=b"k" * 32,
             fleet=fleet,
@@ -130,8 +133,9 @@ def test_drop_broadcast_forgets_cached_decisions(
     wait_for(lambda: len(two.cache) == 0, 1.0)
 
 
-def test_policy_broadcast_reloads_every_process(
-    tmp_path: Path, engines: Callable[..., IAMScope]
+@pytest.mark.parametrize("how", ["an operator's broadcast", "one process noticed"])
+def test_a_policy_change_reaches_every_process(
+    tmp_path: Path, engines: Callable[..., IAMScope], how: str
 ) -> None:
     import yaml
 
@@ -140,7 +144,10 @@ def test_policy_broadcast_reloads_every_process(
     one, two = engines(policy=str(path)), engines(policy=str(path))
     path.write_text(yaml.safe_dump({**POLICY, "version": "v2"}))
     assert one.fleet is not None
-    one.fleet.broadcast("policy")
+    if how == "one process noticed":
+        assert one.policy.reload().changed  # as its file watcher would
+    else:
+        one.fleet.broadcast("policy")
     for iam in (one, two):
         wait_for(lambda iam=iam: iam.policy.current.version == "v2", 1.0)  # type: ignore[misc]
     reports = {p.policy_version for p in one.fleet.processes()}
@@ -190,3 +197,26 @@ def test_a_revocation_landing_during_a_check_is_not_missed() -> None:
     store.land = lambda: store.revoke_subject("corp", "alice")
     assert cache.get(b"k", 1) is not None  # checked before alice's revocation landed
     assert cache.get(b"k", 1) is None  # so the next lookup checks again, and drops it
+
+
+def test_a_key_retirement_one_process_sees_reaches_every_process(
+    engines: Callable[..., IAMScope], issuer: LocalIssuer
+) -> None:
+    # Background refresh once an hour: only the fleet can make the others act sooner.
+    slow = KeyPolicy(refresh=3600, min_refresh=3600)
+    one, two = engines(keys=slow), engines(keys=slow)
+    old = issuer.mint({"sub": "alice", "groups": ["g"]})
+    for iam in (one, two):
+        assert get(app_for(iam), "/", old).status_code == 200
+    assert len(two.cache) == 1
+    retired = issuer.key_for("RS256").kid
+    issuer.rotate("RS256", retire_old=True)
+    one.refresh_keys("corp")  # process one notices (here: told by an operator)
+    wait_for(lambda: len(two.cache) == 0, 1.0)  # two refreshed and evicted what it verified
+    # Refused from then on: 503 until a fetch made for this very kid confirms it is gone
+    # (contract 9), then 401.
+    assert get(app_for(two), "/", old).status_code in (401, 503)
+    wait_for(lambda: get(app_for(two), "/", old).status_code == 401, 2.5)
+    new = issuer.mint({"sub": "alice", "groups": ["g"]})
+    assert issuer.key_for("RS256").kid != retired
+    assert get(app_for(two), "/", new).status_code == 200
