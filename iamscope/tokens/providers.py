@@ -20,6 +20,7 @@ from iamscope.errors import (
     ClaimMissing,
     GroupsOverage,
     SignerInvalid,
+    TokenTypeInvalid,
 )
 from iamscope.tokens.claims import BOOLEAN, OBJECT, STRING, ClaimMap, Kind
 from iamscope.tokens.extract import Source
@@ -242,6 +243,17 @@ def _keycloak_kind(claims: Claims) -> PrincipalKind:
     return "user"
 
 
+def _keycloak_check(header: Claims, payload: Claims, cfg: IssuerConfig) -> None:
+    # Keycloak says a token's purpose in the payload's `typ`: "Bearer" for access tokens,
+    # "ID", "Refresh", "Logout"... otherwise. An ID token whose audience happens to match
+    # must not pass where an access token is required (RFC 9068 §4, RFC 8725 §3.11).
+    purpose = payload.get("typ")
+    if purpose is not None and purpose != "Bearer":
+        raise TokenTypeInvalid(
+            "a Keycloak token of another purpose is not an access token", issuer=cfg.name
+        )
+
+
 KEYCLOAK = Preset(
     "keycloak",
     ClaimMap(
@@ -251,7 +263,8 @@ KEYCLOAK = Preset(
         attributes={"username": ("preferred_username",), "email": ("email",), "client": ("azp",)},
     ),
     kind=_keycloak_kind,
-    claim_types={"preferred_username": STRING},
+    check=_keycloak_check,
+    claim_types={"preferred_username": STRING, "typ": STRING},
 )
 
 # --- Auth0 -------------------------------------------------------------------------------

@@ -134,6 +134,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "scope": "openid",
                 "email": "a@acme.example",
                 "azp": "orders-web",
+                "typ": "Bearer",
             },
             settings={"client_id": "orders-api"},
         ),

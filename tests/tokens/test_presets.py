@@ -797,6 +797,19 @@ def test_keycloak_token_maps_realm_roles_and_only_our_clients_roles(
     assert p.audience == ("orders-api", "account")
 
 
+@pytest.mark.parametrize("purpose", ["ID", "Refresh", "Logout", "Offline", "bearer"])
+def test_keycloak_tokens_of_another_purpose_are_refused(
+    keycloak: LocalIssuer, purpose: str
+) -> None:
+    # An ID token whose audience matches our client is still not an access token.
+    cfg = keycloak_config(keycloak, client_id="orders-api")
+    with pytest.raises(errors.TokenTypeInvalid):
+        verify(keycloak.mint(keycloak_user_claims(typ=purpose)), cfg)
+    claims = keycloak_user_claims()
+    del claims["typ"]  # older servers send none: the other checks still apply
+    assert verify(keycloak.mint(claims), cfg).subject.endswith(":alice")
+
+
 def test_keycloak_without_client_id_maps_only_realm_roles(keycloak: LocalIssuer) -> None:
     p = verify(keycloak.mint(keycloak_user_claims()), keycloak_config(keycloak))
     assert p.roles == {"offline_access", "uma_authorization", "default-roles-acme"}
