@@ -1,22 +1,30 @@
 """The OTLP/HTTP wire for the gateway: trace exports in, answers out, resources stamped.
 
-Reading a request (size limits before and after gzip, protobuf or JSON with OTLP's hex
-ids), answering it (an ``ExportTraceServiceResponse``, or a ``google.rpc.Status`` body
-with the HTTP status), and the resource attributes the gateway reads (where a resource
-says it runs) and writes (who owns it, what identity sent it). No policy and no
+Reading a request (size limits before and after gzip, a deadline and a minimum rate for
+the body, protobuf or JSON with OTLP's hex ids), answering it (an
+``ExportTraceServiceResponse``, or a ``google.rpc.Status`` body with the HTTP status, in
+the request's encoding, as OTLP/HTTP asks of every error), and the attributes the
+gateway reads (where a resource says it runs) and writes (who owns it, what identity
+sent it; which identity attributes a sender's spans may keep). No policy and no
 forwarding here: :mod:`iamscope.gateway.app` decides and routes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import http
 import json
 import math
 import zlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.message import DecodeError
+from google.rpc.error_details_pb2 import ErrorInfo
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -38,6 +46,7 @@ __all__ = [
     "may_hold_forged",
     "parse",
     "placement",
+    "problem_as_status",
     "read_body",
     "respond",
     "respond_status",
@@ -48,6 +57,12 @@ __all__ = [
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+PROBLEM = "application/problem+json"
+#: ``google.rpc.ErrorInfo.domain`` of the gateway's error details.
+DOMAIN = "iamscope"
+#: A body has this long before ``min_rate`` starts to count: a sender's first bytes may
+#: trail its headers by a round trip or a scheduling hiccup.
+RATE_GRACE = 1.0
 #: The resource attributes that say where a resource runs.
 _ENV_KEYS = ("deployment.environment.name", "deployment.environment")
 _PLACEMENT_KEYS = frozenset((*_ENV_KEYS, "service.name"))
@@ -55,11 +70,15 @@ _FORGED_MARKERS = (b"iamscope.", b"user.", b"enduser.id")  # see _forged
 
 
 class Refused(Exception):
-    """An export answered without forwarding: (status, message[, retry after])."""
+    """An export answered without forwarding: (status, message[, retry after]), and the
+    stable ``reason`` its ``google.rpc.ErrorInfo`` carries (``body_too_slow``, …)."""
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, retry_after: float | None = None, *, reason: str
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.retry_after = status, message, retry_after
+        self.reason = reason
 
 
 # --- reading a request ---------------------------------------------------------------------
@@ -73,7 +92,13 @@ def content_type(scope: Scope) -> str | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(
+    scope: Scope, receive: Receive, limit: int, *, timeout: float, min_rate: float
+) -> bytes:
+    """The whole body within ``timeout`` seconds, arriving at ``min_rate`` bytes a second
+    on average once its first :data:`RATE_GRACE` second is over (0: no rate), else
+    ``Refused(408)``: a sender that stalls mid-body must not hold the gateway for longer
+    than a live export takes (Apache's mod_reqtimeout ``body=…,MinRate=…``)."""
     encoding = None
     for name, value in scope.get("headers", ()):
         if (
@@ -81,24 +106,42 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             and value.isdigit()
             and (len(value) > 18 or int(value) > limit)
         ):
-            raise Refused(413, f"the body is over {limit} bytes")
+            raise Refused(413, f"the body is over {limit} bytes", reason="body_too_large")
         if name == b"content-encoding":
             encoding = value.decode("latin-1").strip().lower()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    last = start + timeout
     body = bytearray()
     while True:
-        message = await receive()
+        # Each byte received buys 1/min_rate s more, never past the whole body's deadline.
+        due = min(last, start + RATE_GRACE + len(body) / min_rate) if min_rate > 0 else last
+        try:
+            async with asyncio.timeout_at(due):
+                message = await receive()
+        except TimeoutError:
+            raise Refused(
+                408,
+                f"the body did not arrive in time ({len(body)} bytes after "
+                f"{loop.time() - start:.1f} s)",
+                reason="body_too_slow",
+            ) from None
         if message["type"] == "http.disconnect":
-            raise Refused(400, "the client went away")
+            raise Refused(400, "the client went away", reason="body_incomplete")
         body += message.get("body", b"")
         if len(body) > limit:
-            raise Refused(413, f"the body is over {limit} bytes")
+            raise Refused(413, f"the body is over {limit} bytes", reason="body_too_large")
         if not message.get("more_body", False):
             break
     if encoding in (None, "", "identity"):
         return bytes(body)
     if encoding == "gzip":
         return _gunzip(bytes(body), limit)
-    raise Refused(415, f"content-encoding {encoding!r} is not accepted (gzip is)")
+    raise Refused(
+        415,
+        f"content-encoding {encoding!r} is not accepted (gzip is)",
+        reason="encoding_unsupported",
+    )
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
@@ -107,13 +150,13 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     try:
         out = inflater.decompress(data, limit + 1)
     except zlib.error:
-        raise Refused(400, "the body is not valid gzip") from None
+        raise Refused(400, "the body is not valid gzip", reason="body_invalid") from None
     if len(out) > limit:
-        raise Refused(413, f"the decompressed body is over {limit} bytes")
+        raise Refused(413, f"the decompressed body is over {limit} bytes", reason="body_too_large")
     if not inflater.eof or inflater.unused_data:
         # Truncated, or more after the first member (another member, trailing bytes):
         # refuse rather than forward part of what the sender sent.
-        raise Refused(400, "the body is not a single complete gzip member")
+        raise Refused(400, "the body is not a single complete gzip member", reason="body_invalid")
     return out
 
 
@@ -135,7 +178,7 @@ def parse(body: bytes, kind: str) -> ExportTraceServiceRequest:
         json_format.ParseError,
         RecursionError,
     ):
-        raise Refused(400, "the body is not an OTLP trace export") from None
+        raise Refused(400, "the body is not an OTLP trace export", reason="body_invalid") from None
     return request
 
 
@@ -171,29 +214,83 @@ def encode(response: ExportTraceServiceResponse, kind: str) -> bytes:
 # --- answers -------------------------------------------------------------------------------
 
 
-def status_body(code: int, message: str, kind: str) -> bytes:
-    """A google.rpc.Status, as OTLP/HTTP asks for error bodies (encoded by hand: two
-    fields, not worth a dependency)."""
+#: HTTP status → google.rpc.Code, as gRPC maps them (an unknown status is UNKNOWN, 2).
+_GRPC_CODES = {
+    400: 3,  # INVALID_ARGUMENT
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND
+    405: 12,  # UNIMPLEMENTED
+    408: 4,  # DEADLINE_EXCEEDED
+    413: 8,  # RESOURCE_EXHAUSTED
+    415: 3,
+    429: 8,
+    500: 13,  # INTERNAL
+    502: 14,  # UNAVAILABLE
+    503: 14,
+    504: 4,
+}
+
+
+def status_body(
+    status: int,
+    message: str,
+    kind: str,
+    reason: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> bytes:
+    """The ``google.rpc.Status`` OTLP/HTTP asks for as an error body (protobuf, or its
+    JSON mapping for JSON requests); ``reason`` (a stable code, upper-cased as
+    ``ErrorInfo`` wants) and ``metadata`` (the decision id) ride in an ``ErrorInfo``."""
+    answer = Status(code=_GRPC_CODES.get(status, 2), message=message)
+    if reason:
+        info = ErrorInfo(reason=reason.upper(), domain=DOMAIN, metadata=dict(metadata or {}))
+        detail = AnyMessage()
+        detail.Pack(info)
+        answer.details.append(detail)
     if kind == JSON:
-        return json.dumps({"code": code, "message": message}).encode()
-    text = message.encode()
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+        return json_format.MessageToJson(answer, indent=None).encode()
+    return answer.SerializeToString()
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+def problem_as_status(problem: bytes, status: int, kind: str) -> bytes:
+    """An iamscope problem document (a refusal of the middleware or of the ``answer``
+    hook) as the ``google.rpc.Status`` an OTLP exporter reads: its ``detail`` is the
+    message, its ``code`` the reason, its decision id and requirement the metadata. A
+    body that is not a problem document (a custom hook's) keeps only the status."""
+    try:
+        document = json.loads(problem)
+    except (ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict):
+        return status_body(status, _phrase(status), kind)
+    detail, code = document.get("detail"), document.get("code")
+    metadata = {
+        key: value
+        for key in ("decision_id", "requirement")
+        if isinstance(value := document.get(key), str)
+    }
+    return status_body(
+        status,
+        detail if isinstance(detail, str) else _phrase(status),
+        kind,
+        code if isinstance(code, str) else None,
+        metadata,
+    )
 
 
-_GRPC_CODES = {400: 3, 404: 5, 405: 12, 413: 8, 415: 3, 502: 14, 503: 14}
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "refused"
 
 
-async def respond_status(send: Send, kind: str, refused: Refused) -> None:
-    body = status_body(_GRPC_CODES.get(refused.status, 2), refused.message, kind)
+async def respond_status(
+    send: Send, kind: str, refused: Refused, decision_id: str | None = None
+) -> None:
+    metadata = {"decision_id": decision_id} if decision_id else None
+    body = status_body(refused.status, refused.message, kind, refused.reason, metadata)
     extra = []
     if refused.retry_after is not None:
         extra.append(("retry-after", str(max(1, math.ceil(refused.retry_after)))))
@@ -259,24 +356,48 @@ def _forged(key: str) -> bool:
     return key.startswith(("iamscope.", "user.")) or key == "enduser.id"
 
 
-def _strip(attributes: Any) -> None:
-    if any(_forged(kv.key) for kv in attributes):
-        kept = [kv for kv in attributes if not _forged(kv.key)]
+def _owner(key: str) -> bool:
+    """The one identity key even an attesting sender may not write on a span: who owns
+    the work (and so where a span-context route sends it) is the gateway's to say."""
+    return key == OWNER
+
+
+def _strip(attributes: Any, drop: Callable[[str], bool] = _forged) -> None:
+    if any(drop(kv.key) for kv in attributes):
+        kept = [kv for kv in attributes if not drop(kv.key)]
         del attributes[:]
         attributes.extend(kept)
 
 
-def restamp(resource_spans: ResourceSpans, stamp: list[KeyValue], *, deep: bool) -> None:
+def restamp(
+    resource_spans: ResourceSpans,
+    stamp: list[KeyValue],
+    *,
+    deep: bool,
+    attested: bool = False,
+) -> None:
     """Remove whatever the sender said about identity (resource, and with ``deep`` the
-    scopes and spans too) and write what the gateway verified on the resource."""
+    scopes, spans, events and links too) and write what the gateway verified on the
+    resource.
+
+    With ``attested`` (the policy lets the sender attest its end users for this
+    resource: the trace action ``attest``), its spans keep their own ``user.*``,
+    ``enduser.id`` and ``iamscope.*`` attributes — the end user the sending service
+    verified — except ``iamscope.owner.team``. The resource is always the sender's: it
+    says which workload exported, stamped here, whatever the spans say."""
     _strip(resource_spans.resource.attributes)
     resource_spans.resource.attributes.extend(stamp)
     if not deep:
         return
+    on_spans = _owner if attested else _forged
     for scope_spans in resource_spans.scope_spans:
         _strip(scope_spans.scope.attributes)
         for span in scope_spans.spans:
-            _strip(span.attributes)
+            _strip(span.attributes, on_spans)
+            for event in span.events:
+                _strip(event.attributes)
+            for link in span.links:
+                _strip(link.attributes)
 
 
 def may_hold_forged(wire: bytes) -> bool:

@@ -1,5 +1,7 @@
 """Trace scopes: which observability projects, environments and services an identity may
-read, write or share — the per-project roles of a tracing backend, decided in-process.
+read, write or share — the per-project roles of a tracing backend, decided in-process —
+and for which of them a workload may ``attest`` its end users' identity on the spans it
+exports through the OTLP gateway (see :mod:`iamscope.gateway`).
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from typing import Any, Literal, TypeVar
 
 __all__ = ["ACTIONS", "TraceGrant", "TraceScope"]
 
-Action = Literal["read", "write", "share"]
-ACTIONS: tuple[Action, ...] = ("read", "write", "share")
+Action = Literal["read", "write", "share", "attest"]
+ACTIONS: tuple[Action, ...] = ("read", "write", "share", "attest")
 WILDCARD = "*"
 
 T = TypeVar("T")

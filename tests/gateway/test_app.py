@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from google.protobuf import json_format
+from google.rpc.error_details_pb2 import ErrorInfo
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -147,6 +150,28 @@ def partial(response: httpx.Response) -> tuple[int, str]:
     return decoded.partial_success.rejected_spans, decoded.partial_success.error_message
 
 
+def status_of(response: httpx.Response) -> tuple[Status, ErrorInfo | None]:
+    """The google.rpc.Status an error answer carries (OTLP/HTTP: protobuf, or JSON for
+    a JSON request) and its ErrorInfo, decoded the way an exporter would."""
+    status = Status()
+    if response.headers["content-type"] == "application/json":
+        json_format.Parse(response.content, status)
+    else:
+        assert response.headers["content-type"] == PROTOBUF
+        status.ParseFromString(response.content)
+    for detail in status.details:
+        info = ErrorInfo()
+        if detail.Unpack(info):
+            return status, info
+    return status, None
+
+
+def reason_of(response: httpx.Response) -> str:
+    info = status_of(response)[1]
+    assert info is not None and info.domain == "iamscope"
+    return info.reason
+
+
 def test_in_scope_spans_reach_the_project_stamped_and_with_its_token(
     iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver, sink: ListSink
 ) -> None:
@@ -210,8 +235,9 @@ def test_refuse_mode_answers_403_and_forwards_nothing(
     body = export(resource("staging", "api", 1), resource("production", "api", 1))
     response = post(app, body, local_issuer.mint(groups=["ci-checkout"]))
     assert response.status_code == 403
-    problem = response.json()
-    assert problem["code"] == "trace_scope_required" and problem["requirement"] == "trace:write"
+    status, info = status_of(response)
+    assert status.code == 7 and info is not None  # PERMISSION_DENIED
+    assert info.reason == "TRACE_SCOPE_REQUIRED" and info.metadata["requirement"] == "trace:write"
     assert receiver.received == []
     assert any(e["decision"] == "deny" and e["code"] == "trace_scope_required" for e in sink.events)
 
@@ -234,9 +260,12 @@ def test_senders_must_authenticate(
     app = gateway(iam, receiver)
     body = export(resource("staging", "api", 1))
     missing = post(app, body, None)
-    assert missing.status_code == 401 and missing.json()["code"] == "token_missing"
+    assert missing.status_code == 401 and reason_of(missing) == "TOKEN_MISSING"
+    assert missing.headers["www-authenticate"].startswith("Bearer")  # RFC 6750 still
     expired = post(app, body, local_issuer.mint(groups=["admins"], iat=1, exp=2))
-    assert expired.status_code == 401 and expired.json()["code"] == "token_expired"
+    assert expired.status_code == 401 and reason_of(expired) == "TOKEN_EXPIRED"
+    status, info = status_of(expired)
+    assert status.code == 16 and info is not None and info.metadata["decision_id"]
     assert receiver.received == []
 
 
@@ -334,6 +363,16 @@ def test_bad_bodies_get_a_precise_answer_never_a_500(
     response = post(app, body, local_issuer.mint(groups=["admins"]), content_type=kind, **headers)
     assert response.status_code == status
     assert receiver.received == []
+    # OTLP/HTTP: the body is a google.rpc.Status in the request's encoding (JSON when
+    # the request's own is neither), with a stable reason.
+    answered = "application/json" if kind != PROTOBUF else PROTOBUF
+    assert response.headers["content-type"] == answered
+    assert reason_of(response) in {
+        "BODY_INVALID",
+        "BODY_TOO_LARGE",
+        "ENCODING_UNSUPPORTED",
+        "CONTENT_TYPE_UNSUPPORTED",
+    }
 
 
 def test_wrong_method_and_path(
@@ -389,37 +428,79 @@ def test_gateway_settings_are_checked() -> None:
     assert GatewaySettings.from_mapping({"upstream": "lightstep"}).upstream == "lightstep"
 
 
+def held_upstream(iam: IAMScope, **kw: Any) -> tuple[OTLPGateway, asyncio.Event, httpx.AsyncClient]:
+    """A gateway whose upstream holds every export until the event is set."""
+    release = asyncio.Event()
+
+    async def slow_upstream(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    upstream = httpx.AsyncClient(transport=httpx.ASGITransport(app=slow_upstream))
+    app = OTLPGateway(
+        iam, settings("http://upstream/v1/traces", **kw), environ=ENV, client=upstream
+    )
+    return app, release, upstream
+
+
 def test_at_capacity_the_gateway_says_retry_later(iam: IAMScope, local_issuer: LocalIssuer) -> None:
-    async def run() -> tuple[int, int, str]:
-        release = asyncio.Event()
-
-        async def slow_upstream(scope: Any, receive: Any, send: Any) -> None:
-            await release.wait()  # holds the first export in flight
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-
-        upstream = httpx.AsyncClient(transport=httpx.ASGITransport(app=slow_upstream))
-        app = OTLPGateway(
-            iam, settings("http://upstream/v1/traces", max_inflight=1), environ=ENV, client=upstream
-        )
-        headers = {
-            "content-type": PROTOBUF,
-            "authorization": f"Bearer {local_issuer.mint(groups=['admins'])}",
-        }
+    async def run() -> tuple[httpx.Response, httpx.Response]:
+        app, release, upstream = held_upstream(iam, max_inflight=1)
         body = export(resource("prod", "api", 1))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            first = asyncio.create_task(client.post("/v1/traces", content=body, headers=headers))
-            while app._inflight == 0:  # the first export has taken the only slot
+
+            def send(sub: str) -> Any:
+                token = local_issuer.mint(sub=sub, groups=["admins"])
+                headers = {"content-type": PROTOBUF, "authorization": f"Bearer {token}"}
+                return client.post("/v1/traces", content=body, headers=headers)
+
+            first = asyncio.create_task(send("alice"))
+            while app._slots.forwarding == 0:  # the first export has taken the only slot
                 await asyncio.sleep(0.01)
-            second = await client.post("/v1/traces", content=body, headers=headers)
+            second = await asyncio.wait_for(send("bob"), 10)  # not held: answered
             release.set()
             done = await first
         await upstream.aclose()
-        return done.status_code, second.status_code, second.headers.get("retry-after", "")
+        return done, second
 
-    first, second, retry_after = asyncio.run(run())
-    assert (first, second, retry_after) == (200, 503, "1")
+    first, second = asyncio.run(run())
+    assert first.status_code == 200
+    assert second.status_code == 503 and second.headers["retry-after"] == "1"
+    assert reason_of(second) == "AT_CAPACITY" and status_of(second)[0].code == 14
+
+
+def test_one_sender_holds_at_most_its_share_and_others_still_export(
+    iam: IAMScope, local_issuer: LocalIssuer
+) -> None:
+    async def run() -> tuple[list[int], httpx.Response, str]:
+        app, release, upstream = held_upstream(iam, max_inflight=8, max_per_sender=2)
+        body = export(resource("prod", "api", 1))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+
+            def send(token: str) -> Any:
+                headers = {"content-type": PROTOBUF, "authorization": f"Bearer {token}"}
+                return client.post("/v1/traces", content=body, headers=headers)
+
+            greedy = local_issuer.mint(sub="greedy", groups=["admins"])
+            held = [asyncio.create_task(send(greedy)) for _ in range(2)]
+            while app._slots.forwarding < 2:
+                await asyncio.sleep(0.01)
+            refused = await asyncio.wait_for(send(greedy), 10)  # a third: over its share
+            other = asyncio.create_task(send(local_issuer.mint(sub="other", groups=["admins"])))
+            while app._slots.forwarding < 3:  # another sender still gets a slot
+                await asyncio.sleep(0.01)
+            release.set()
+            done = [(await t).status_code for t in (*held, other)]
+        await upstream.aclose()
+        return done, refused, refused.headers.get("retry-after", "")
+
+    done, refused, retry_after = asyncio.run(run())
+    assert done == [200, 200, 200]
+    assert refused.status_code == 429 and retry_after == "1"  # OTLP: retryable
+    assert reason_of(refused) == "SENDER_AT_CAPACITY"
 
 
 def test_the_cli_runs_the_gateway(
@@ -513,7 +594,7 @@ def test_senders_without_any_write_scope_are_refused_before_the_body_is_read(
 ) -> None:
     nobody = local_issuer.mint(groups=["marketing"])
     response = post(gateway(iam, receiver), b"never parsed", nobody)
-    assert response.status_code == 403 and response.json()["code"] == "trace_scope_required"
+    assert response.status_code == 403 and reason_of(response) == "TRACE_SCOPE_REQUIRED"
 
 
 def test_every_forged_identity_attribute_is_removed(
