@@ -415,20 +415,19 @@ class _Exchange:
                 if message.get("more_body", False):
                     return
                 body = problem_as_status(b"".join(parts), held["status"], self.kind)
-                await send(held)
+                length = (b"content-length", str(len(body)).encode())
+                await send({**held, "headers": [*held["headers"], length]})
                 await send({"type": "http.response.body", "body": body})
                 return
             if message["type"] == "http.response.start" and message["status"] >= 400:
-                headers = [
-                    (k, v)
-                    for k, v in message.get("headers", ())
-                    if k not in (b"content-length", b"connection")
-                ]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != b"connection"]
                 if not self.body_read:
                     headers.append((b"connection", b"close"))
                 given = next((v for k, v in headers if k == b"content-type"), b"")
                 if given != self.kind.encode():
-                    kept = [(k, v) for k, v in headers if k != b"content-type"]
+                    kept = [
+                        (k, v) for k, v in headers if k not in (b"content-type", b"content-length")
+                    ]
                     held = {**message, "headers": [*kept, (b"content-type", self.kind.encode())]}
                     return
                 message = {**message, "headers": headers}

@@ -304,8 +304,9 @@ async def respond(
     body: bytes,
     headers: list[tuple[str, str]] | None = None,
 ) -> None:
-    pairs = [(k, v) for k, v in headers or [] if k != "content-type"]
+    pairs = [(k, v) for k, v in headers or [] if k not in ("content-type", "content-length")]
     pairs.append(("content-type", kind))
+    pairs.append(("content-length", str(len(body))))  # not chunked: one small body
     await send(
         {
             "type": "http.response.start",

@@ -109,7 +109,7 @@ def resource(env: str | None, service: str, spans: int, **forged: str) -> Resour
                 spans=[
                     Span(
                         trace_id=bytes([1] * 16),
-                        span_id=bytes([i + 1] * 8),
+                        span_id=(i + 1).to_bytes(8, "big"),
                         name=f"{service}-{i}",
                         start_time_unix_nano=1,
                         end_time_unix_nano=2,
