@@ -58,6 +58,14 @@ def reason(answer: Answer) -> str:
     return info.reason
 
 
+def gateway(
+    iam: IAMScope, receiver: OTLPHTTPReceiver, body_timeout: float, min_body_rate: float = 0
+) -> OTLPGateway:
+    """min_body_rate 0 (the default here): a stalled body is held for the whole deadline."""
+    limits = {"body_timeout": body_timeout, "min_body_rate": min_body_rate}
+    return OTLPGateway(iam, settings(receiver.endpoint, **limits), environ=ENV)
+
+
 def wait_until(done: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not done():
@@ -69,12 +77,7 @@ def test_stalled_senders_never_keep_live_exports_out_and_are_closed_in_time(
     iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
 ) -> None:
     body_timeout = 4.0
-    # min_body_rate 0: these connections are held for the whole body deadline.
-    app = OTLPGateway(
-        iam,
-        settings(receiver.endpoint, body_timeout=body_timeout, min_body_rate=0),
-        environ=ENV,
-    )
+    app = gateway(iam, receiver, body_timeout)
     part = export(resource("prod", "api", 50))
     with serve(app) as port, httpx.Client() as client:
         # 64 authenticated senders, each its own identity, each stalling mid-body.
@@ -100,11 +103,7 @@ def test_one_sender_stalling_many_bodies_holds_only_its_share(
     iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
 ) -> None:
     body_timeout = 4.0
-    app = OTLPGateway(
-        iam,
-        settings(receiver.endpoint, body_timeout=body_timeout, min_body_rate=0),
-        environ=ENV,
-    )
+    app = gateway(iam, receiver, body_timeout)
     share = app.settings.sender_slots
     assert share == 16  # a quarter of the default 64 slots
     greedy = local_issuer.mint(sub="greedy", groups=["admins"])
@@ -130,9 +129,7 @@ def test_one_sender_stalling_many_bodies_holds_only_its_share(
 def test_the_same_sender_is_refused_while_its_share_is_stalled_others_are_not(
     iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
 ) -> None:
-    app = OTLPGateway(
-        iam, settings(receiver.endpoint, body_timeout=4, min_body_rate=0), environ=ENV
-    )
+    app = gateway(iam, receiver, 4)
     greedy = local_issuer.mint(sub="greedy", groups=["admins"])
     part = export(resource("prod", "api", 50))
     with serve(app) as port, httpx.Client() as client:
@@ -154,11 +151,7 @@ def test_a_trickling_sender_is_closed_by_the_minimum_rate_long_before_the_deadli
 ) -> None:
     # A 30 s deadline, and 1024 bytes/s on average after the first second: 64 bytes/s
     # (16 bytes every 0.25 s) keeps the connection busy but falls behind in about 1 s.
-    app = OTLPGateway(
-        iam,
-        settings(receiver.endpoint, body_timeout=30, min_body_rate=1024),
-        environ=ENV,
-    )
+    app = gateway(iam, receiver, 30, min_body_rate=1024)
     token = local_issuer.mint(groups=["admins"])
     with serve(app) as port:
         sock = send_part(port, token, declared=65_536)
@@ -180,11 +173,7 @@ def test_a_trickling_sender_is_closed_by_the_minimum_rate_long_before_the_deadli
 def test_a_slow_body_above_the_minimum_rate_is_received(
     iam: IAMScope, local_issuer: LocalIssuer, receiver: OTLPHTTPReceiver
 ) -> None:
-    app = OTLPGateway(
-        iam,
-        settings(receiver.endpoint, body_timeout=30, min_body_rate=1024),
-        environ=ENV,
-    )
+    app = gateway(iam, receiver, 30, min_body_rate=1024)
     body = export(resource("prod", "api", 400))
     assert len(body) > 8 * 1024
     chunk = len(body) // 8 + 1
