@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from iamscope.policy import PolicyStore
 from iamscope.telemetry import TelemetrySettings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "telemetry.md"
@@ -46,18 +47,27 @@ def test_the_routing_example_is_a_valid_telemetry_block() -> None:
     assert set(settings.projects) == {"sales", "platform"}
 
 
-def test_the_gateway_block_is_a_valid_gateway_config() -> None:
-    (block,) = [b for b in yaml_blocks() if "gateway" in b]
+def test_the_gateway_blocks_are_valid_gateway_configs() -> None:
+    blocks = [b for b in yaml_blocks() if "gateway" in b]
+    assert len(blocks) == 2  # the Collector recipe's, and the limits
     # The gateway's settings module is moving into a package; either home will do.
     for name in ("iamscope.gateway.settings", "iamscope.gateway_settings"):
         try:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        settings = module.GatewaySettings.from_mapping(block["gateway"])
-        assert settings.upstream == "otlp" and settings.token_header == "authorization"
+        for block in blocks:
+            settings = module.GatewaySettings.from_mapping(block["gateway"])
+            assert settings.upstream == "otlp" and settings.token_header == "authorization"
         return
     pytest.fail("no gateway settings module")
+
+
+def test_the_attest_example_is_a_valid_policy_granting_attest_by_name() -> None:
+    (block,) = [b for b in yaml_blocks() if "policy" in b]
+    policy = PolicyStore(block["policy"]).current.policy
+    traces = policy.roles["checkout-service"].traces
+    assert any("attest" in grant.actions for grant in traces)
 
 
 def test_there_are_two_collector_recipes_behind_the_gateway_and_direct() -> None:
