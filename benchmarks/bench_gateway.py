@@ -57,7 +57,9 @@ client = httpx.AsyncClient()
 async def passthrough(scope, receive, send):
     if scope["type"] != "http":
         return
-    request = otlp.parse(await otlp.read_body(scope, receive, SETTINGS.max_body_bytes), PROTOBUF)
+    body = await otlp.read_body(scope, receive, SETTINGS.max_body_bytes,
+                                timeout=SETTINGS.body_timeout, min_rate=SETTINGS.min_body_rate)
+    request = otlp.parse(body, PROTOBUF)
     await client.post(UPSTREAM, content=request.SerializeToString(),
                       headers={"content-type": PROTOBUF, "lightstep-access-token": "t"})
     await otlp.respond(send, 200, PROTOBUF, b"")
