@@ -426,6 +426,40 @@ def test_gateway_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="'timeout'"):
         GatewaySettings.from_mapping({"endpoint": "http://x", "timeout": float("nan")})
     assert GatewaySettings.from_mapping({"upstream": "lightstep"}).upstream == "lightstep"
+    for bad, message in [
+        ({"max_per_sender": 65}, "must be ≤ max_inflight"),
+        ({"max_inflight": 8, "max_per_sender": 9}, r"≤ max_inflight \(8\)"),
+        ({"max_reading": 0}, "'max_reading' must be a whole number"),
+        ({"body_timeout": 0}, "'body_timeout' must be a positive number"),
+        ({"body_timeout": "10s"}, "'body_timeout' must be a number of seconds"),
+        ({"min_body_rate": -1}, "'min_body_rate' must be a number of bytes"),
+        ({"min_body_rate": True}, "'min_body_rate' must be a number of bytes"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            GatewaySettings.from_mapping({"endpoint": "http://x", **bad})
+    small = GatewaySettings.from_mapping({"endpoint": "http://x", "max_inflight": 2})
+    assert (small.sender_slots, small.reading_slots) == (1, 4)  # derived: a quarter, twice
+    assert (GatewaySettings().sender_slots, GatewaySettings().reading_slots) == (16, 128)
+
+
+def test_a_misspelt_limit_in_the_file_names_its_line_and_the_key(tmp_path: Any) -> None:
+    from iamscope.config import load_config
+
+    text = (
+        "issuers:\n"
+        "  - {name: corp, issuer: https://idp.example, audience: api://x,\n"
+        "     jwks_uri: https://idp.example/keys}\n"
+        "policy: {version: '1', roles: {}, bindings: []}\n"
+        "gateway:\n"
+        "  endpoint: http://collector.internal:4318/v1/traces\n"
+        "  body_timout: 5\n"
+    )
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.line == 7 and str(path) in str(info.value)
+    assert "did you mean 'body_timeout'" in str(info.value)
 
 
 def held_upstream(iam: IAMScope, **kw: Any) -> tuple[OTLPGateway, asyncio.Event, httpx.AsyncClient]:
