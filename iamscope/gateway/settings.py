@@ -129,8 +129,8 @@ class GatewaySettings:
 
 
 def _seconds(value: int | float) -> float:
-    """A number as a float (seconds, or bytes a second); an integer too large for a float is infinite (and so
-    refused), not an OverflowError."""
+    """A number as a float (seconds, or bytes a second); an integer too large for a
+    float is infinite (and so refused), not an OverflowError."""
     try:
         return float(value)
     except OverflowError:
