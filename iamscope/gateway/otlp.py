@@ -57,7 +57,6 @@ __all__ = [
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-PROBLEM = "application/problem+json"
 #: ``google.rpc.ErrorInfo.domain`` of the gateway's error details.
 DOMAIN = "iamscope"
 #: A body has this long before ``min_rate`` starts to count: a sender's first bytes may
