@@ -262,6 +262,9 @@ def test_senders_must_authenticate(
     missing = post(app, body, None)
     assert missing.status_code == 401 and reason_of(missing) == "TOKEN_MISSING"
     assert missing.headers["www-authenticate"].startswith("Bearer")  # RFC 6750 still
+    as_json = post(app, b"{}", None, content_type="application/json")
+    assert as_json.headers["content-type"] == "application/json"  # the request's encoding
+    assert as_json.json()["code"] == 16 and reason_of(as_json) == "TOKEN_MISSING"
     expired = post(app, body, local_issuer.mint(groups=["admins"], iat=1, exp=2))
     assert expired.status_code == 401 and reason_of(expired) == "TOKEN_EXPIRED"
     status, info = status_of(expired)
