@@ -20,9 +20,10 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry.util.types import AttributeValue
 
@@ -41,8 +42,12 @@ __all__ = [
 ]
 
 
+#: The cache key of a credential's header bytes (bound once: the hit path calls it).
+_sha256 = hashlib.sha256
+
+
 def digest(credential: bytes) -> bytes:
-    return hashlib.sha256(credential).digest()
+    return _sha256(credential).digest()
 
 
 CACHE_KEYS = ("max_entries", "max_ttl", "negative_ttl", "max_negative")
@@ -132,9 +137,57 @@ class Entry:
     attributes: Mapping[str, AttributeValue] | None = None  # span attributes (contract 5)
 
 
+_H = TypeVar("_H", bound=Hashable)
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
+
+
+class _Shared:
+    """One copy of each equal value the cached principals and span attributes hold
+    (issuer URLs, key ids, group sets, audience tuples, attribute mappings): thousands of
+    tokens carry a handful of distinct ones. Bounded: when full it starts over, which
+    costs only sharing, never correctness. Lock-free: ``setdefault`` on these built-in
+    types is atomic under the GIL."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._values: dict[Any, Any] = {}
+
+    def __call__(self, value: _H) -> _H:
+        values = self._values
+        if len(values) >= self.LIMIT:
+            values.clear()
+        found: _H = values.setdefault(value, value)
+        return found
+
+    def mapping(self, mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An equal read-only mapping, shared, its values shared too (a mapping with a
+        value that cannot be shared is kept as it is)."""
+        if not mapping:
+            return _NO_CLAIMS
+        values = self._values
+        try:
+            key = ("mapping", type(mapping), tuple(mapping.items()))
+            found: Mapping[str, Any] | None = values.get(key)
+        except TypeError:
+            return mapping
+        if found is None:
+            if len(values) >= self.LIMIT:
+                values.clear()
+            shared = {name: self(value) for name, value in mapping.items()}
+            fresh = MappingProxyType(shared) if isinstance(mapping, MappingProxyType) else shared
+            found = values.setdefault(key, fresh)
+        return found
+
+
 class TokenCache:
     """Bounded map from credential digest to :class:`Entry`. Thread-safe for writes;
-    reads take no lock (a dict read is atomic under the GIL)."""
+    reads take no lock (a dict read is atomic under the GIL).
+
+    An entry keeps what the engine and telemetry read on a hit (see :meth:`compact`),
+    not the token's verified claims: bindings on raw claims were resolved before the
+    entry was made, and a policy reload, which could need them again, drops the entry.
+    """
 
     def __init__(
         self,
@@ -146,8 +199,11 @@ class TokenCache:
         self.settings = settings or CacheSettings()
         self.clock = clock
         self.revocations: RevocationStore = revocations or InMemoryRevocations()
-        self._entries: dict[bytes, Entry] = {}
+        #: Allowed entries. Read without the lock by the engine's hit path (a dict read is
+        #: atomic under the GIL); changed in place only, never replaced.
+        self.allowed: dict[bytes, Entry] = {}
         self._negative: dict[bytes, Entry] = {}
+        self._share = _Shared()
         self._lock = threading.Lock()
         # The key refresher thread evicts under this lock: a fork must not inherit it held.
         after_fork(self, TokenCache._forked)
@@ -156,10 +212,10 @@ class TokenCache:
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.allowed)
 
     def get(self, key: bytes, generation: int) -> Entry | None:
-        entry = self._entries.get(key)
+        entry = self.allowed.get(key)
         if entry is None:
             entry = self._negative.get(key)
             if entry is None:
@@ -192,20 +248,46 @@ class TokenCache:
         attributes: Mapping[str, AttributeValue] | None = None,
         revocations_checked: int | None = None,
     ) -> Entry:
-        """Cache an allowed identity. ``revocations_checked``: the revocation store's
-        version read *before* the principal was checked against it (default: now)."""
+        """Cache an allowed identity, :meth:`compact`; the entry holds the principal and
+        span attributes decisions should carry from now on. ``revocations_checked``: the
+        revocation store's version read *before* the principal was checked against it
+        (default: now)."""
         now = self.clock()
         checked = self.revocations.version if revocations_checked is None else revocations_checked
         entry = Entry(
             expires_at=min(principal.expires_at, now + self.settings.max_ttl),
             generation=generation,
             revocations=checked,
-            principal=principal,
+            principal=self.compact(principal),
             access=access,
-            attributes=attributes,
+            attributes=None if attributes is None else self._share.mapping(attributes),
         )
-        self._store(self._entries, key, entry, self.settings.max_entries)
+        self._store(self.allowed, key, entry, self.settings.max_entries)
         return entry
+
+    def compact(self, principal: Principal) -> Principal:
+        """The principal as an entry keeps it: without its claims (read by bindings on
+        raw claim values, which resolved before it was cached; a request that needs them
+        must verify the token itself), and with the values many tokens share (issuer
+        URL, groups, audience, key ids...) shared."""
+        share = self._share
+        return Principal(
+            issuer=principal.issuer,
+            issuer_url=share(principal.issuer_url),
+            subject=principal.subject,
+            kind=principal.kind,
+            expires_at=principal.expires_at,
+            groups=share(principal.groups),
+            roles=share(principal.roles),
+            scopes=share(principal.scopes),
+            attributes=share.mapping(principal.attributes),
+            claims=_NO_CLAIMS,
+            audience=share(principal.audience),
+            issued_at=principal.issued_at,
+            token_id=principal.token_id,
+            key_id=share(principal.key_id),
+            key_thumbprint=share(principal.key_thumbprint),
+        )
 
     def put_rejected(
         self, key: bytes, error: IAMScopeError, generation: int, ttl: float | None = None
@@ -232,7 +314,7 @@ class TokenCache:
 
     def _drop(self, key: bytes, entry: Entry) -> None:
         with self._lock:
-            for table in (self._entries, self._negative):
+            for table in (self.allowed, self._negative):
                 if table.get(key) is entry:
                     del table[key]
 
@@ -242,22 +324,22 @@ class TokenCache:
         with self._lock:
             gone = [
                 key
-                for key, entry in self._entries.items()
+                for key, entry in self.allowed.items()
                 if (principal := entry.principal) is not None
                 and principal.key_thumbprint in thumbprints
                 and principal.issuer == issuer
             ]
             for key in gone:
-                del self._entries[key]
+                del self.allowed[key]
 
     def discard(self, key: bytes) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            self.allowed.pop(key, None)
             self._negative.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self.allowed.clear()
             self._negative.clear()
 
     def drop_subject(self, issuer: str, subject: str) -> int:
@@ -267,11 +349,11 @@ class TokenCache:
         with self._lock:
             doomed = [
                 key
-                for key, entry in self._entries.items()
+                for key, entry in self.allowed.items()
                 if entry.principal is not None
                 and entry.principal.issuer == issuer
                 and entry.principal.subject == subject
             ]
             for key in doomed:
-                del self._entries[key]
+                del self.allowed[key]
         return len(doomed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
 import random
 import threading
@@ -59,6 +60,10 @@ Headers = Sequence[tuple[bytes, bytes]]
 
 # Decision's generated __new__ is a Python function; the hit path builds its tuple directly.
 _tuple_new = tuple.__new__
+_sha256 = hashlib.sha256  # the cache key is cache.digest(); inlined on the hit path
+#: Late refusals remembered until their request finishes (bounds what a caller that
+#: refuses outside the web shells, and so never finishes, can leave behind).
+_MAX_LATE = 4096
 
 
 class IAMScope:
@@ -74,7 +79,7 @@ class IAMScope:
         revocations: RevocationStore | None = None,
         key_policy: KeyPolicy | None = None,
         audit: AuditSink | None = None,
-        audit_hits: float | Literal["summary"] = 1.0,
+        audit_hits: float | Literal["summary"] = "summary",
         summary_interval: float = 60.0,
         hash_key: bytes | None = None,
         telemetry: TelemetrySettings | None = None,
@@ -124,12 +129,22 @@ class IAMScope:
         )
         self.header_names = frozenset({s.header_name.encode("latin-1") for s in self.sources})
         # (source, its header name, its cache-key prefix): one cache, keys kept apart.
+        # With one source there is nothing to keep apart: the key is the bare digest,
+        # as the hit path (peek_value) computes it.
+        several = len(self.sources) > 1
         self._source_names = tuple(
-            (s, s.header_name.encode("latin-1"), s.name.encode("latin-1") + b"\0")
+            (
+                s,
+                s.header_name.encode("latin-1"),
+                s.name.encode("latin-1") + b"\0" if several else b"",
+            )
             for s in self.sources
         )
         # The fast path serves the usual shape: tokens arrive in one place.
-        self._single = self._source_names[0][1:] if len(self._source_names) == 1 else None
+        self._single = self._source_names[0][1] if len(self._source_names) == 1 else None
+        self._allowed = self.cache.allowed
+        self._revocations = self.cache.revocations
+        self._late: dict[int, bool] = {}
         self._sync_flights: dict[bytes, _Flight] = {}
         self._async_flights: dict[bytes, asyncio.Future[Decision | None]] = {}
         self._flight_lock = threading.Lock()
@@ -207,35 +222,61 @@ class IAMScope:
 
     # --- deciding --------------------------------------------------------------------
 
-    def hit(self, headers: Headers, method: str = "GET", path: str = "/") -> Decision | None:
-        """The fast path: an allowed cache hit, audited, or None for everything else (which
-        :meth:`decide` / :meth:`decide_now` then answer). One header scan, one digest, one
-        dict lookup; no I/O, no lock unless hits are summarised."""
+    def peek(self, headers: Headers) -> Decision | None:
+        """The web shells' fast path: an allowed, valid cache hit, *not yet audited*, or
+        None for everything else (which :meth:`decide_now` / :meth:`decide` answer). The
+        shell ends an allowed request with :meth:`finish`. One header scan, one digest,
+        one dict read; no I/O, no lock."""
         single = self._single
         if single is None:
             return None
-        wanted, prefix = single
         value = None
         for name, found in headers:
-            if name == wanted:
+            if name == single:
                 if value is not None:
                     return None  # repeated: the full path answers 400
                 value = found
         if value is None:
             return None
-        entry = self.cache.get(prefix + digest(value), self.policy.generation)
-        if entry is None or entry.access is None:
+        return self.peek_value(value)
+
+    def peek_value(self, value: bytes) -> Decision | None:
+        """:meth:`peek` for a shell that found the one credential header itself (WSGI:
+        one environ key; a server joins repeated headers, which extraction refuses)."""
+        entry = self._allowed.get(_sha256(value).digest())
+        # Anything but a fresh allowed entry (expired, stale generation, revocations
+        # moved, a rejection) goes the full way, which drops or re-checks it.
+        if (
+            entry is None
+            or entry.generation != self.policy.generation
+            or entry.revocations != self._revocations.version
+            or entry.expires_at <= self.clock()
+        ):
             return None
-        decision: Decision = _tuple_new(
+        return _tuple_new(
             Decision,
             (True, ids.next_seq(), "hit", entry.access, entry.principal, None, entry.attributes),
         )
-        return self._audited(decision, method, path)
 
-    def decide(self, headers: Headers, method: str = "GET", path: str = "/") -> Decision:
+    def hit(self, headers: Headers, method: str = "GET", path: str = "/") -> Decision | None:
+        """:meth:`peek`, audited at once: for a caller with no later refusal to make."""
+        decision = self.peek(headers)
+        if decision is not None:
+            self.finish(decision, method, path)
+        return decision
+
+    def decide(
+        self, headers: Headers, method: str = "GET", path: str = "/", *, final: bool = True
+    ) -> Decision:
+        """The decision for a request's headers, verifying the credential if need be.
+
+        ``final=False`` (the web shells): an allowed decision is not audited yet; the
+        caller ends the request with :meth:`finish`, so that a refusal made later
+        (:meth:`audit_denial`) is the request's one event. Denials are audited at once.
+        """
         found = self._lookup(headers)
         if isinstance(found, Decision):
-            return self._audited(found, method, path)
+            return self._audited(found, method, path, final)
         key, token = found
         while True:  # concurrent misses on one credential verify once
             flight, leader = self._sync_flight(key)
@@ -247,7 +288,7 @@ class IAMScope:
             if shared is not None:
                 decision = shared
                 break
-        return self._audited(decision, method, path)
+        return self._audited(decision, method, path, final)
 
     def _lead(self, key: bytes, flight: _Flight, verify: Callable[[], Principal]) -> Decision:
         try:
@@ -260,14 +301,15 @@ class IAMScope:
             flight.done.set()
 
     def decide_now(
-        self, headers: Headers, method: str = "GET", path: str = "/"
+        self, headers: Headers, method: str = "GET", path: str = "/", *, final: bool = True
     ) -> Decision | tuple[bytes, str]:
         """The decision when no I/O is needed (cache hits, missing or malformed
         credentials), else ``(key, token)`` to hand to :meth:`decide_async`. Lets the
-        ASGI middleware answer cache hits without creating a coroutine."""
+        ASGI middleware answer cache hits without creating a coroutine. ``final``: as
+        for :meth:`decide`."""
         found = self._lookup(headers)
         if isinstance(found, Decision):
-            return self._audited(found, method, path)
+            return self._audited(found, method, path, final)
         return found
 
     async def decide_async(
@@ -277,11 +319,13 @@ class IAMScope:
         path: str = "/",
         *,
         pending: tuple[bytes, str] | None = None,
+        final: bool = True,
     ) -> Decision:
+        """:meth:`decide` for async callers (``pending``: what :meth:`decide_now` left)."""
         if pending is None:
             found = self._lookup(headers)
             if isinstance(found, Decision):
-                return self._audited(found, method, path)
+                return self._audited(found, method, path, final)
             pending = found
         key, token = pending
         loop = asyncio.get_running_loop()
@@ -291,7 +335,7 @@ class IAMScope:
                 break
             shared = _shared(await asyncio.shield(flight))
             if shared is not None:
-                return self._audited(shared, method, path)
+                return self._audited(shared, method, path, final)
         future: asyncio.Future[Decision | None] = loop.create_future()
         self._async_flights[key] = future
         decision: Decision | None = None
@@ -310,7 +354,7 @@ class IAMScope:
             future.set_result(decision)
             if self._async_flights.get(key) is future:
                 del self._async_flights[key]
-        return self._audited(decision, method, path)
+        return self._audited(decision, method, path, final)
 
     # --- the shared steps ------------------------------------------------------------
 
@@ -403,12 +447,15 @@ class IAMScope:
             else None,
             enduser_id=self.telemetry.enduser_id,
         )
-        self.cache.put_allowed(key, principal, access, generation, attributes, checked)
+        entry = self.cache.put_allowed(key, principal, access, generation, attributes, checked)
         thumbprint = principal.key_thumbprint
         if thumbprint is not None and not self.core.keys.holds(principal.issuer, thumbprint):
             # Its key retired while it was verified (after the cache's eviction scan).
             self.cache.discard(key)
-        return Decision(True, ids.next_seq(), "miss", access, principal, None, attributes)
+        # The entry's principal, as every later hit will carry it (its claims are gone).
+        return Decision(
+            True, ids.next_seq(), "miss", access, entry.principal, None, entry.attributes
+        )
 
     def _verified(self, started: float, decision: Decision) -> None:
         code = decision.error.code if decision.error is not None else None
@@ -425,25 +472,50 @@ class IAMScope:
             self.cache.put_rejected(key, error, self.policy.generation, ttl)
         return Decision(False, ids.next_seq(), "miss", error=error)
 
-    def _audited(self, decision: Decision, method: str, path: str) -> Decision:
-        if decision.allowed and decision.cache == "hit":
-            self.metrics.allowed_hits += 1
-            if self._summary is not None:
-                self._summary.add(decision, method, path)
-                return decision
-            if not _sampled(self.audit_hits):
-                return decision
-        else:
-            code = decision.error.code if decision.error is not None else None
-            self.metrics.decision(decision.allowed, code, decision.cache)
+    def _audited(self, decision: Decision, method: str, path: str, final: bool) -> Decision:
+        if decision.allowed:
+            if final:
+                self.finish(decision, method, path)
+            return decision
+        code = decision.error.code if decision.error is not None else None
+        self.metrics.decision(False, code, decision.cache)
         self.audit.emit(audit_event(decision, method, path, self.hasher, self.clock()))
         return decision
+
+    def finish(self, decision: Decision, method: str, path: str) -> None:
+        """The end of a request the engine allowed: its audit event carries the final
+        decision (contract 7). Nothing when a refusal after the decision already recorded
+        it (:meth:`audit_denial`); an allowed cache hit goes to the summary (the default),
+        or is sampled; every other allowed decision (a first one for a token, one with no
+        credentials in optional mode) is an event of its own."""
+        if not decision.allowed:
+            return  # refusals are audited when they are made
+        late = self._late
+        if late and late.pop(decision.seq, None) is not None:
+            return
+        if decision.cache == "hit":
+            self.metrics.allowed_hits += 1
+            summary = self._summary
+            if summary is not None:
+                summary.add(decision, method, path)
+                return
+            if not _sampled(self.audit_hits):
+                return
+        else:
+            self.metrics.decision(True, None, decision.cache)
+        self.audit.emit(audit_event(decision, method, path, self.hasher, self.clock()))
 
     def audit_denial(
         self, decision: Decision, error: IAMScopeError, method: str, path: str
     ) -> None:
         """Record a refusal made after the middleware let the request in (a requirement
-        checked by a decorator or a dependency), under the request's decision id."""
+        checked by a decorator or a dependency), under the request's decision id. It is
+        the request's one audit event: :meth:`finish` then records nothing."""
+        late = self._late
+        if len(late) >= _MAX_LATE:  # refusals whose request never finished: the oldest go
+            for stale in list(late)[: _MAX_LATE // 2]:
+                late.pop(stale, None)
+        late[decision.seq] = True
         refused = decision._replace(allowed=False, error=error)
         self.metrics.decision(False, error.code, refused.cache)
         span = get_current_span()

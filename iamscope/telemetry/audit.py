@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -230,10 +231,21 @@ class ListSink:
         pass
 
 
+#: A group of summarised hits: its first decision and its counter.
+_Group = tuple["Decision", "itertools.count[int]"]
+
+
 class HitSummary:
     """Counts allowed cache hits per (identity, method, path) and hands the sink one
-    record per group every ``interval`` seconds: the per-request cost is a dict update,
-    not a JSON event. Denials never go through here; they are always recorded one by one.
+    record per group every ``interval`` seconds: the per-request cost is a dict read and
+    a counter step, not a JSON event. Denials never go through here; they are always
+    recorded one by one.
+
+    No lock on the request's path: each group has an ``itertools.count`` (its step is
+    one C call, atomic under the GIL), created under the lock only for a group's first
+    hit. At the end of an interval the groups are swapped out, then reported ``grace``
+    seconds later, so that a request which read a group just before the swap has long
+    since counted in it.
     """
 
     def __init__(
@@ -242,20 +254,20 @@ class HitSummary:
         hasher: SubjectHasher | None,
         *,
         interval: float = 60.0,
+        grace: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sink, self._hasher, self._clock = sink, hasher, clock
-        self._counts: dict[tuple[int, str, str], list[Any]] = {}
+        self._counts: dict[tuple[object, str, str], _Group] = {}
         self._lock = threading.Lock()
         self._interval = interval
+        self._grace = min(grace, interval)
         self._stop = threading.Event()
-        self._thread = self._start()
+        self._worker = self._start()
         after_fork(self, HitSummary._forked)
 
     def _start(self) -> threading.Thread:
-        thread = threading.Thread(
-            target=self._run, args=(self._interval,), name="iamscope-audit-summary", daemon=True
-        )
+        thread = threading.Thread(target=self._run, name="iamscope-audit-summary", daemon=True)
         thread.start()
         return thread
 
@@ -263,29 +275,41 @@ class HitSummary:
         self._lock = threading.Lock()
         self._counts = {}  # the parent reports what it counted
         self._stop = threading.Event()
-        self._thread = self._start()
+        self._worker = self._start()
 
     def add(self, decision: Decision, method: str, path: str) -> None:
-        key = (id(decision.principal), method, path)
-        with self._lock:
-            found = self._counts.get(key)
-            if found is None:
-                self._counts[key] = [decision, 1]
-            else:
-                found[1] += 1
+        # The principal, not its id(): a cached principal is one object per token, and
+        # holding it keeps the key from naming another principal later.
+        key = (decision.principal, method, path)
+        group = self._counts.get(key)
+        if group is None:
+            with self._lock:
+                group = self._counts.setdefault(key, (decision, itertools.count()))
+        next(group[1])
 
-    def flush(self) -> None:
+    def _swap(self) -> dict[tuple[object, str, str], _Group]:
         with self._lock:
             counts, self._counts = self._counts, {}
-        now = self._clock()
-        for (_, method, path), (decision, count) in counts.items():
-            self._sink.emit(AuditRecord(decision, method, path, now, None, self._hasher, count))
+        return counts
 
-    def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            self.flush()
+    def _report(self, counts: dict[tuple[object, str, str], _Group]) -> None:
+        now = self._clock()
+        for (_, method, path), (decision, counter) in counts.items():
+            hits = next(counter)  # the steps taken so far
+            if hits:
+                self._sink.emit(AuditRecord(decision, method, path, now, None, self._hasher, hits))
+
+    def flush(self) -> None:
+        """Report what was counted so far, now (shutdown, tests)."""
+        self._report(self._swap())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            counts = self._swap()
+            self._stop.wait(self._grace)
+            self._report(counts)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._worker.join(timeout=5)
         self.flush()

@@ -2,7 +2,9 @@
 
 The ``Access`` reaches the app in ``environ["iamscope.access"]`` and
 :func:`iamscope.current`; the ContextVar stays set while a streaming body is produced
-and is reset when the server closes the response.
+and is reset when the server closes the response. An allowed request is audited once
+the app has answered (:meth:`IAMScope.finish`), so that a refusal inside it is the
+request's one event.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from iamscope.engine.answers import status_line
 from iamscope.engine.decision import request_decision
 from iamscope.engine.engine import IAMScope
 from iamscope.errors import AccessDenied, TokenError
+from iamscope.telemetry.context import recording_span
 from iamscope.telemetry.spans import (
     refusal_span,
     strip_inbound_baggage,
@@ -59,12 +62,12 @@ class IAMScopeWSGIMiddleware:
         ]
         method = environ.get("REQUEST_METHOD", "GET")
         # The same fast path as the ASGI shell: an allowed cache hit, else the full decision.
-        decision = iam.hit(headers, method, path)
+        decision = iam.peek(headers)
         if decision is None:
-            decision = iam.decide(headers, method, path)
-        span = get_current_span()
-        recording = span.is_recording()
-        if recording:
+            decision = iam.decide(headers, method, path, final=False)
+        span = recording_span()
+        recording = span is not None
+        if span is not None:
             tag(span, decision)
         if not decision.allowed:
             answer = answer_for(iam, error_of(decision), decision.decision_id)
@@ -84,7 +87,7 @@ class IAMScopeWSGIMiddleware:
             if stripped is not None:
                 otel_context.detach(stripped)
             if not recording and decision.cache != "hit":
-                warn_if_untraced(span)
+                warn_if_untraced(get_current_span())
 
         started = False
 
@@ -105,6 +108,11 @@ class IAMScopeWSGIMiddleware:
         except BaseException:
             reset()
             raise
+        finally:
+            # The request's one audit event, unless a refusal inside the app was that
+            # event. A refusal needs the app's answer, which it has by now (a body
+            # streamed later cannot be refused cleanly).
+            iam.finish(decision, method, path)
         if isinstance(result, list | tuple):
             reset()
             return result

@@ -122,3 +122,33 @@ def test_settings_must_be_positive_numbers(block: dict[str, object]) -> None:
 def test_unknown_settings_are_named() -> None:
     with pytest.raises(ConfigError, match=r"max_entires.*did you mean 'max_entries'"):
         CacheSettings.from_mapping({"max_entires": 10})
+
+
+def test_entries_keep_no_claims_and_share_what_tokens_have_in_common() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    entries = []
+    for subject in ("alice", "bob"):
+        full = Principal(
+            issuer="corp",
+            # Equal values parsed from two tokens are two objects: the entries share one.
+            issuer_url="".join(["https://", "idp.example"]),
+            subject=subject,
+            kind="user",
+            expires_at=clock() + 600,
+            groups=frozenset(["sales-east"]),
+            attributes={"region": ("east",)},
+            claims={"sub": subject, "groups": ["sales-east"], "secret": "x" * 100},
+            audience=("api://analytics",),
+        )
+        attributes = {"iamscope.issuer": "corp", "user.roles": ("analyst",)}
+        entries.append(cache.put_allowed(subject.encode(), full, ACCESS, 1, attributes))
+    alice, bob = (e.principal for e in entries)
+    assert alice is not None and bob is not None
+    assert dict(alice.claims) == {} and dict(bob.claims) == {}
+    assert (alice.subject, bob.subject) == ("alice", "bob")
+    assert alice.issuer_url is bob.issuer_url and alice.audience is bob.audience
+    assert alice.groups is bob.groups and alice.attributes is bob.attributes
+    assert dict(alice.attributes) == {"region": ("east",)}
+    assert entries[0].attributes is entries[1].attributes  # one span-attribute mapping
+    assert cache.get(b"alice", 1) is entries[0]

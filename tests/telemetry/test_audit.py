@@ -13,7 +13,7 @@ import pytest
 
 from iamscope import IAMScope
 from iamscope.policy import PolicyStore
-from iamscope.telemetry.audit import LoggerSink, SubjectHasher
+from iamscope.telemetry.audit import ListSink, LoggerSink, SubjectHasher
 from iamscope.testing import LocalIssuer
 from tests._policy import POLICY
 
@@ -46,7 +46,11 @@ def test_events_are_json_lines_written_by_the_background_thread(
     logger.addHandler(handler)
     sink = LoggerSink(logger, interval=3600)  # only flush() wakes the writer
     iam = IAMScope(
-        [local_issuer.issuer_config("corp")], PolicyStore(POLICY), audit=sink, hash_key=b"k" * 32
+        [local_issuer.issuer_config("corp")],
+        PolicyStore(POLICY),
+        audit=sink,
+        hash_key=b"k" * 32,
+        audit_hits=1.0,  # every hit its own event (the default summarises them)
     )
     token = local_issuer.mint(sub="alice", groups=["sales-east"])
     headers = [(b"authorization", f"Bearer {token}".encode())]
@@ -148,3 +152,30 @@ def test_a_forked_worker_has_its_own_ids_and_a_working_audit_writer() -> None:
 
     out = subprocess.run([sys.executable, "-c", FORK], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_summarised_hits_are_counted_exactly_across_threads(local_issuer: LocalIssuer) -> None:
+    sink = ListSink()
+    iam = IAMScope(
+        [local_issuer.issuer_config("corp")],
+        PolicyStore(POLICY),
+        audit=sink,
+        hash_key=b"k" * 32,
+        summary_interval=0.01,  # swaps while the threads count
+    )
+    headers = [(b"authorization", f"Bearer {local_issuer.mint(groups=['sales-east'])}".encode())]
+    assert iam.decide(headers).cache == "miss"
+
+    def hits() -> None:
+        for _ in range(2000):
+            assert iam.hit(headers, "GET", "/sales") is not None
+
+    threads = [threading.Thread(target=hits) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    iam.close()
+    summaries = [e for e in sink.events if e["cache"] == "hit"]
+    assert sum(e["count"] for e in summaries) == 8000
+    assert {(e["decision"], e["path"]) for e in summaries} == {("allow", "/sales")}

@@ -108,8 +108,8 @@ def _assert_refusal_linked(iam: IAMScope, denied: httpx.Response) -> None:
     assert isinstance(iam.audit, ListSink)
     refusals = [e for e in iam.audit.events if e["code"] == denied.json()["code"]]
     (refused,) = [e for e in refusals if e["decision_id"] == denied.json()["decision_id"]]
-    admitted = [e for e in iam.audit.events if e["decision_id"] == refused["decision_id"]]
-    assert [e["decision"] for e in admitted] == ["allow", "deny"]
+    linked = [e for e in iam.audit.events if e["decision_id"] == refused["decision_id"]]
+    assert [e["decision"] for e in linked] == ["deny"]  # the request's one event
 
 
 def test_cache_hits_take_the_fast_path_like_asgi(iam: IAMScope, local_issuer: LocalIssuer) -> None:
