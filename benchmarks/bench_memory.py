@@ -1,17 +1,19 @@
 """Memory held per cached token, with 100k tokens in the cache.
 
 Real tokens all the way: a ``LocalIssuer`` mints 100k EdDSA tokens (distinct ``sub``
-and ``jti``, one group; ``iss``, ``aud``, ``iat``, ``exp``: a minimal token, so the best
-case, since a ``Principal`` keeps every verified claim) before anything is measured.
+and ``jti``, one group; ``iss``, ``aud``, ``iat``, ``exp``) before anything is measured.
+An entry keeps no claims (``TokenCache.compact``), so a token's size matters little; what
+each holds of its own is its digest, subject, ``jti``, times and ``user.hash``.
 An ``IAMScope`` (defaults, but audit to a sink that drops events and a cache sized not
 to evict) fetches the keys and resolves the group's Access once; the issuer is then
 stopped. With ``tracemalloc`` tracing, every token goes through ``IAMScope.decide``,
 the path of a cache miss: verification, mapping to a ``Principal``, policy resolution
 (the Access is interned, so all entries share one), span attributes and
-``TokenCache.put_allowed``. Transient garbage is collected; what is still allocated
-afterwards, divided by the number of tokens, is the figure, broken down by the source
-file that allocated it. The signature algorithm does not change what is held (the
-signature is not kept); EdDSA only makes minting and verifying 100k tokens quick.
+``TokenCache.put_allowed`` (which keeps a compact principal). Transient garbage is
+collected; what is still allocated afterwards, divided by the number of tokens, is the
+figure, broken down by the source file that allocated it. The signature algorithm does
+not change what is held (the signature is not kept); EdDSA only makes minting and
+verifying 100k tokens quick.
 
 DESIGN.md budget: ≤ 700 B per cached token at 100k tokens (shared Access objects).
 
@@ -81,7 +83,7 @@ def measure(count: int) -> tuple[float, dict[str, tuple[int, int]], int]:
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
 
-    entries = list(iam.cache._entries.values())
+    entries = list(iam.cache.allowed.values())
     if len(entries) != count + 1:
         raise SystemExit(f"expected {count + 1} cached tokens, found {len(entries)}")
     if len({id(e.access) for e in entries}) != 1:

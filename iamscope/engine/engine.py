@@ -130,7 +130,7 @@ class IAMScope:
         self.header_names = frozenset({s.header_name.encode("latin-1") for s in self.sources})
         # (source, its header name, its cache-key prefix): one cache, keys kept apart.
         # With one source there is nothing to keep apart: the key is the bare digest,
-        # as the hit path (peek_value) computes it.
+        # as the hit path (peek) computes it.
         several = len(self.sources) > 1
         self._source_names = tuple(
             (
@@ -238,14 +238,9 @@ class IAMScope:
                 value = found
         if value is None:
             return None
-        return self.peek_value(value)
-
-    def peek_value(self, value: bytes) -> Decision | None:
-        """:meth:`peek` for a shell that found the one credential header itself (WSGI:
-        one environ key; a server joins repeated headers, which extraction refuses)."""
         entry = self._allowed.get(_sha256(value).digest())
         # Anything but a fresh allowed entry (expired, stale generation, revocations
-        # moved, a rejection) goes the full way, which drops or re-checks it.
+        # moved) goes the full way, which drops or re-checks it.
         if (
             entry is None
             or entry.generation != self.policy.generation
