@@ -87,7 +87,7 @@ class IAMScopeMiddleware:
         started = False
 
         # Not a coroutine: it hands back the server's own awaitable, so a message costs
-        # one call rather than a coroutine and a frame of ours (a tenth of the hit path).
+        # one call of ours rather than one more coroutine and frame.
         def tracking_send(message: Message) -> Awaitable[None]:
             nonlocal started
             if not started and message["type"] in _STARTS:
