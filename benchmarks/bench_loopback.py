@@ -6,6 +6,9 @@ bare, behind the hand-rolled Starlette auth + TTLCache, and behind IAMScopeMiddl
 wrk comes from Debian's packages (``apt-get install wrk``); the script refuses to run
 without it rather than measure something else. Each contender runs in its own uvicorn
 process (one worker) and is loaded in turn, alternating, so drift hits all alike.
+Beside requests/s, the server process's CPU time per request (``/proc/<pid>/stat``,
+Linux): on a shared machine requests/s move with the neighbours' load, while a single
+worker's CPU per request does not, and on a quiet machine its requests/s follow it.
 
     .venv/bin/python benchmarks/bench_loopback.py [--write] [--seconds 5] [--rounds 3]
 
@@ -109,21 +112,38 @@ def start(
 
 
 def wrk(port: int, seconds: int, header: str | None) -> float:
+    return load(port, seconds, header)[0]
+
+
+def load(port: int, seconds: int, header: str | None) -> tuple[float, int]:
+    """(requests/s, requests) of one wrk run."""
     command = ["wrk", "-t1", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
     if header:
         command[1:1] = ["-H", header]
-    return requests_per_second(command)
+    return run_wrk(command)
 
 
 def requests_per_second(command: list[str], env: dict[str, str] | None = None) -> float:
-    """Run wrk; its requests/s, refusing a run that saw errors rather than measuring them."""
+    return run_wrk(command, env)[0]
+
+
+def run_wrk(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Run wrk: (requests/s, requests), refusing a run that saw errors rather than
+    measuring them."""
     out = subprocess.run(
         command, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None or "Non-2xx or 3xx responses" in out:
+    total = re.search(r"(\d+) requests in", out)
+    if match is None or total is None or "Non-2xx or 3xx responses" in out:
         raise SystemExit(f"wrk run failed or saw errors:\n{out}")
-    return float(match.group(1))
+    return float(match.group(1)), int(total.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,9 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             for _, port in servers.values():
                 wrk(port, 1, header)  # warm: the first request verifies and caches
             results: dict[str, list[float]] = {name: [] for name in servers}
+            cpu: dict[str, list[float]] = {name: [] for name in servers}  # µs per request
             for r in range(args.rounds):
                 for name in list(servers) if r % 2 == 0 else reversed(servers):
-                    results[name].append(wrk(servers[name][1], args.seconds, header))
+                    process, port = servers[name]
+                    before = cpu_seconds(process.pid)
+                    rps, requests = load(port, args.seconds, header)
+                    results[name].append(rps)
+                    cpu[name].append((cpu_seconds(process.pid) - before) / requests * 1e6)
         finally:
             for process, _ in servers.values():
                 process.terminate()
@@ -174,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     bare = statistics.median(results["bare"])
     ratio = statistics.median(results["iamscope hit, defaults"]) / bare
     handrolled = statistics.median(results["starlette-auth + TTLCache"]) / bare
+    bare_cpu = statistics.median(cpu["bare"])
+    kept_cpu = bare_cpu / statistics.median(cpu["iamscope hit, defaults"])
     block = "\n".join(
-        ["| contender | requests/s (median) | min-max | of bare |", "|---|---:|---:|---:|"]
+        [
+            "| contender | requests/s (median) | min-max | of bare "
+            "| server CPU µs/request (median) | bare's CPU / this |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         + [
             f"| {name} | {statistics.median(v):,.0f} | {min(v):,.0f}-{max(v):,.0f} "
-            f"| {statistics.median(v) / bare:.2f} |"
+            f"| {statistics.median(v) / bare:.2f} | {statistics.median(cpu[name]):.1f} "
+            f"| {bare_cpu / statistics.median(cpu[name]):.2f} |"
             for name, v in results.items()
         ]
         + [
@@ -187,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             f"≥ 0.97: {'met' if ratio >= 0.97 else 'NOT met'}); hand-rolled Starlette auth + "
             f"TTLCache keeps {handrolled:.2f}; wrk -t1 -c16, {args.seconds} s "
             f"x {args.rounds} rounds, uvicorn 1 worker each; "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. By the server's CPU per "
+            f"request, what a quiet machine would show: the defaults keep {kept_cpu:.2f} of "
+            f"bare's requests/s.",
         ]
     )
     print(block)
