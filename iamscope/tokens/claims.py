@@ -25,6 +25,7 @@ __all__ = [
     "freeze",
     "lookup",
     "string_values",
+    "union",
 ]
 
 _MISSING = object()
@@ -152,9 +153,15 @@ def string_values(
             )
         return (value,) if value else ()
     if isinstance(value, list | tuple):
-        if all(isinstance(item, str) for item in value):
-            return tuple(value)
-        raise ClaimMappingError(f"claim '{claim}' must be a list of strings", claim=claim)
+        try:
+            # A C-speed proof that every item is a string (str.join takes nothing else): a
+            # generator over the items cost each cold verification a microsecond.
+            "".join(value)
+        except TypeError:
+            raise ClaimMappingError(
+                f"claim '{claim}' must be a list of strings", claim=claim
+            ) from None
+        return tuple(value)
     raise ClaimMappingError(f"claim '{claim}' must be a string or a list of strings", claim=claim)
 
 
@@ -166,20 +173,27 @@ def union(
     split_spaces: bool = False,
     allow_string: bool = True,
 ) -> frozenset[str]:
-    values: set[str] = set()
+    """The strings found under every path of ``paths``, united (see :func:`string_values`)."""
+    values = _NO_STRINGS
     for path in paths:
-        found = string_values(
-            # A top-level claim without a call: this runs on every cold verification.
-            claims[path] if path in claims else lookup(claims, path, strict=True),
-            claim=path,
-            delimiter=delimiter,
-            split_spaces=split_spaces,
-            allow_string=allow_string,
+        # A top-level claim without a call: this runs on every cold verification.
+        value = claims[path] if path in claims else lookup(claims, path, strict=True)
+        if value is _MISSING or value is None:
+            continue
+        found = frozenset(
+            string_values(
+                value,
+                claim=path,
+                delimiter=delimiter,
+                split_spaces=split_spaces,
+                allow_string=allow_string,
+            )
         )
-        if len(paths) == 1:  # the common case: no set to build
-            return frozenset(found)
-        values.update(found)
-    return frozenset(values)
+        values = values | found if values else found  # mostly one path holds the claim
+    return values
+
+
+_NO_STRINGS: frozenset[str] = frozenset()
 
 
 def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:

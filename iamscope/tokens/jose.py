@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from iamscope.errors import HeaderInvalid, TokenMalformed, TokenTooLarge, TokenUnsupported
@@ -38,7 +38,7 @@ class ParsedToken(NamedTuple):
     """A token split and decoded, not yet trusted. (A NamedTuple: built once per token,
     on the hot path, where a frozen dataclass's __init__ costs a microsecond more.)"""
 
-    header: dict[str, Any]
+    header: Mapping[str, Any]  # shared between tokens with the same header: read-only
     payload: dict[str, Any]
     signing_input: bytes
     signature: bytes
@@ -152,36 +152,65 @@ def _encodable(value: Any) -> bool:
     return True
 
 
-# The common shape, matched once over the whole token (one C-level pass); anything else
-# (padding, JWE, stray characters) takes the slow path below for its precise error.
-_COMPACT = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# The fast path decodes base64url with the standard decoder in strict mode: translating
+# "-_" to "+/" and every "+", "/" and "=" of the input to "!" (outside both alphabets)
+# makes anything but canonical-alphabet base64url fail there, padding included. Any
+# failure defers to _parse_slow, which is the reference: the fast path either returns
+# what it would, or lets it find the precise error.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_PAD = (b"", b"", b"==", b"=")
 _LAST_BYTE_OK = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
+_a2b = binascii.a2b_base64
+
+# Parsed and checked headers by their encoded segment. An issuer's tokens share a handful
+# of headers (one per key), so most tokens skip decoding and checking theirs; the values
+# are shared, hence read-only (ParsedToken.header is a Mapping). Bounded: a flood of
+# distinct headers empties it, and costs only the decoding it would have cost anyway.
+_HEADERS: dict[bytes, Mapping[str, Any]] = {}
+_MAX_HEADERS = 64
+
+
+class _Deferred(Exception):
+    """The fast path cannot decide: the slow path finds the precise error."""
 
 
 def _fast_decode(segment: bytes) -> bytes:
     rem = len(segment) % 4
-    if rem == 1:
-        raise TokenMalformed("base64url segment has an impossible length")
-    if rem and segment[-1] not in _LAST_BYTE_OK[rem]:
-        raise TokenMalformed("base64url segment is not canonically encoded")
-    # The regex admitted only the base64url alphabet, so this cannot meet a stray byte.
-    return binascii.a2b_base64(segment.translate(_TO_STANDARD) + b"=" * (-len(segment) % 4))
+    if rem == 1 or not segment or (rem and segment[-1] not in _LAST_BYTE_OK[rem]):
+        raise _Deferred
+    try:
+        return _a2b(segment.translate(_TO_STANDARD) + _PAD[rem], strict_mode=True)
+    except binascii.Error:
+        raise _Deferred from None
+
+
+def _header(h64: bytes) -> Mapping[str, Any]:
+    header = _HEADERS.get(h64)
+    if header is None:
+        header = loads_object(_fast_decode(h64), "header")
+        _check_header(header)
+        if len(_HEADERS) >= _MAX_HEADERS:
+            _HEADERS.clear()
+        _HEADERS[h64] = header
+    return header
 
 
 def parse(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> ParsedToken:
     """Split and decode a compact JWS. Raises a :class:`TokenError` subclass on any fault."""
     if len(token) > max_bytes:
         raise TokenTooLarge(f"token exceeds {max_bytes} bytes")
-    match = _COMPACT.fullmatch(token.encode("ascii")) if token.isascii() else None
-    if match is None:
+    try:
+        raw = token.encode("ascii")
+        h64, p64, s64 = raw.split(b".")
+        # In the slow path's order: the header is judged before the payload is read.
+        header = _header(h64)
+        payload = _fast_decode(p64)
+        signature = _fast_decode(s64)
+    except (UnicodeEncodeError, ValueError, _Deferred):
         return _parse_slow(token)
-    h64, p64, s64 = match.groups()
-    header = loads_object(_fast_decode(h64), "header")
-    _check_header(header)
-    payload = loads_object(_fast_decode(p64), "payload")
-    signature = _fast_decode(s64)
-    return ParsedToken(header, payload, match.string[: match.end(2)], signature, False)
+    return ParsedToken(
+        header, loads_object(payload, "payload"), raw[: len(h64) + len(p64) + 1], signature, False
+    )
 
 
 def _parse_slow(token: str) -> ParsedToken:
@@ -205,7 +234,7 @@ def _parse_slow(token: str) -> ParsedToken:
     return ParsedToken(header, payload, f"{h64}.{p64}".encode("ascii"), signature, padded)
 
 
-def _check_header(header: dict[str, Any]) -> None:
+def _check_header(header: Mapping[str, Any]) -> None:
     alg = header.get("alg")
     if not isinstance(alg, str) or not alg:
         raise HeaderInvalid("header has no 'alg'")

@@ -940,3 +940,46 @@ def test_config_values_that_would_fail_open_are_refused(
 def test_token_types_are_normalised_in_config(local_issuer: LocalIssuer) -> None:
     verifier = TokenVerifier([local_issuer.issuer_config(token_types=("application/AT+JWT",))])
     assert verifier.verify(local_issuer.mint(headers={"typ": "at+jwt"}))
+
+
+def test_the_fast_principal_constructor_sets_every_field_the_dataclass_has() -> None:
+    import dataclasses
+
+    from iamscope.tokens import verify as core
+    from iamscope.tokens.principal import Principal
+
+    fields = [f.name for f in dataclasses.fields(Principal)]
+    # Distinct values, so a field set from its neighbour's argument shows.
+    values: dict[str, Any] = {name: f"value of {name}" for name in fields}
+    made = core._new_principal(*values.values())
+    assert {name: getattr(made, name) for name in fields} == values
+    assert list(core._new_principal.__code__.co_varnames[: len(fields)]) == fields
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.subject = "someone else"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["a", "b", "a"], ("a", "b", "a")),
+        ([], ()),
+        (["a", 1], errors.ClaimMappingError),
+        (["a", ["b"]], errors.ClaimMappingError),
+        (["a", None], errors.ClaimMappingError),
+        (("a", 2), errors.ClaimMappingError),
+        ("a b  c", ("a", "b", "c")),
+        ("", ()),
+        (None, ()),
+        (7, errors.ClaimMappingError),
+        ({"a": 1}, errors.ClaimMappingError),
+    ],
+)
+def test_claims_read_as_strings_are_strings(value: Any, expected: Any) -> None:
+    from iamscope.tokens.claims import string_values
+
+    options: dict[str, Any] = {"claim": "c", "delimiter": None, "split_spaces": True}
+    if isinstance(expected, type):
+        with pytest.raises(expected, match="'c'"):
+            string_values(value, **options)
+    else:
+        assert string_values(value, **options) == expected
