@@ -165,6 +165,15 @@ def string_values(
     raise ClaimMappingError(f"claim '{claim}' must be a string or a list of strings", claim=claim)
 
 
+def _read(claims: Mapping[str, Any], path: str) -> Any:
+    # A top-level claim, present or not, without a call to lookup(): this runs for every
+    # path of the claim map on every cold verification.
+    value = claims.get(path, _MISSING)
+    if value is _MISSING and "." in path:
+        return lookup(claims, path, strict=True)
+    return value
+
+
 def union(
     claims: Mapping[str, Any],
     paths: tuple[str, ...],
@@ -176,8 +185,7 @@ def union(
     """The strings found under every path of ``paths``, united (see :func:`string_values`)."""
     values = _NO_STRINGS
     for path in paths:
-        # A top-level claim without a call: this runs on every cold verification.
-        value = claims[path] if path in claims else lookup(claims, path, strict=True)
+        value = _read(claims, path)
         if value is _MISSING or value is None:
             continue
         found = frozenset(
@@ -203,7 +211,7 @@ def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
     name the client in ``common_name``.
     """
     for path in paths:
-        value = claims[path] if path in claims else lookup(claims, path, strict=True)
+        value = _read(claims, path)
         if value is not _MISSING and value is not None and value != "":
             return path, value
     return "", _MISSING

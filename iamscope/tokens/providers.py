@@ -50,6 +50,8 @@ def check_audience(payload: Claims, cfg: IssuerConfig) -> None:
     aud = payload.get("aud")
     if aud is None:
         raise ClaimMissing("token has no 'aud'", claim="aud", issuer=cfg.name)
+    if isinstance(aud, str) and aud in cfg.audience_set:
+        return  # the common shape, decided without building a list (every cold verification)
     values = [aud] if isinstance(aud, str) else aud
     if not isinstance(values, list) or not values or not all(isinstance(a, str) for a in values):
         raise AudienceInvalid(
