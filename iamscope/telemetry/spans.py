@@ -88,18 +88,15 @@ def identity_attributes(
     return attributes
 
 
-def decision_attributes(decision: Decision) -> dict[str, AttributeValue]:
-    """The server span's attributes for one request: identity (if the token was
-    verified) and the verdict."""
-    attributes: dict[str, AttributeValue] = {
-        **(decision.attributes or {}),
-        DECISION: "allow" if decision.allowed else "deny",
-        DECISION_ID: decision.decision_id,
-        CACHE: decision.cache,
-    }
+def _write_verdict(attributes: dict[str, AttributeValue], decision: Decision) -> None:
+    attributes[DECISION] = "allow" if decision.allowed else "deny"
+    attributes[DECISION_ID] = decision.decision_id
+    attributes[CACHE] = decision.cache
     if decision.error is not None:
         attributes[CODE] = decision.error.code
-    return attributes
+
+
+_NO_ATTRIBUTES: Attributes = {}
 
 
 class TraceOwners:
@@ -163,9 +160,11 @@ _SDK_SPAN: type | None = None
 _probed = False
 
 
-def put(span: trace.Span | Span, attributes: Attributes) -> None:
+def put(span: trace.Span | Span, attributes: Attributes, verdict: Decision | None = None) -> None:
     """``span.set_attributes`` for attributes iamscope built itself (strings and tuples
-    of strings, checked when they were built).
+    of strings, checked when they were built), and, given a ``verdict``, that request's
+    decision beside them (without merging them into a new dict first: the identity is
+    a cached principal's, the verdict one request's).
 
     The SDK re-validates every value on every call, recursively: measured here at about
     2 µs per attribute, ten times the whole budget for tagging a request. For an SDK
@@ -182,22 +181,38 @@ def put(span: trace.Span | Span, attributes: Attributes) -> None:
             and bounded.max_value_len is None
             and not bounded._immutable
         ):
-            with sdk._lock:
+            # acquire/release rather than "with": the two locks cost 0.2 µs this way,
+            # 0.35 µs with "with" (CPython 3.11), a sixth of the server span's budget.
+            span_lock, dict_lock = sdk._lock, bounded._lock
+            span_lock.acquire()
+            try:
                 if sdk._end_time is None:
-                    with bounded._lock:
+                    dict_lock.acquire()
+                    try:
                         values = bounded._dict
-                        if (
-                            bounded.maxlen is None
-                            or len(values) + len(attributes) <= bounded.maxlen
-                        ):
+                        maxlen = bounded.maxlen
+                        # Counted as all new (at most 4 verdict attributes): the public
+                        # path takes any write that might evict, and evicts as the SDK does.
+                        room = len(attributes) + (4 if verdict is not None else 0)
+                        if maxlen is None or len(values) + room <= maxlen:
                             values.update(attributes)
+                            if verdict is not None:
+                                _write_verdict(values, verdict)
                             return
+                    finally:
+                        dict_lock.release()
+            finally:
+                span_lock.release()
     elif not _probed:  # the first call decides, not the import
         use_fast_path()
         if _SDK_SPAN is not None and type(span) is _SDK_SPAN:
-            put(span, attributes)
+            put(span, attributes, verdict)
             return
     span.set_attributes(attributes)
+    if verdict is not None:
+        written: dict[str, AttributeValue] = {}
+        _write_verdict(written, verdict)
+        span.set_attributes(written)
 
 
 def use_fast_path(enabled: bool | None = None) -> bool:
@@ -240,13 +255,17 @@ def fast_path_problems(span: object) -> list[str]:
         for name in ("maxlen", "max_value_len", "_immutable"):
             if not hasattr(bounded, name):
                 problems.append(f"BoundedAttributes.{name} is gone")
-        if not hasattr(getattr(bounded, "_lock", None), "__enter__"):
+        if not _is_lock(getattr(bounded, "_lock", None)):
             problems.append("BoundedAttributes._lock is not a lock")
-    if not hasattr(getattr(span, "_lock", None), "__enter__"):
+    if not _is_lock(getattr(span, "_lock", None)):
         problems.append("Span._lock is not a lock")
     if getattr(span, "_end_time", 0) is not None:
         problems.append("Span._end_time is not None on a live span")
     return problems
+
+
+def _is_lock(lock: object) -> bool:
+    return callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None))
 
 
 def _sdk_span_type() -> type | None:
@@ -265,7 +284,7 @@ def _sdk_span_type() -> type | None:
 
 def tag(span: trace.Span, decision: Decision, owners: TraceOwners = trace_owners) -> None:
     """Put the decision on a recording server span (contract 5)."""
-    put(span, decision_attributes(decision))
+    put(span, decision.attributes or _NO_ATTRIBUTES, decision)
     access = decision.access
     if owners.active and access is not None and access.owner is not None:
         owners.claim(span.get_span_context().trace_id, access.owner)
@@ -370,7 +389,7 @@ def refusal_span(
                 "http.response.status_code": status,
             },
         )
-        put(span, decision_attributes(decision))
+        put(span, decision.attributes or _NO_ATTRIBUTES, decision)
         span.end()
     except Exception:
         log.warning("iamscope: the refusal's span could not be recorded", exc_info=True)

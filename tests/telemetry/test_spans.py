@@ -31,7 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, require
+from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, errors, require
+from iamscope.engine.decision import Decision
 from iamscope.policy import PolicyStore
 from iamscope.telemetry import (
     OwnershipSpanProcessor,
@@ -415,6 +416,46 @@ def test_put_keeps_the_sdk_rules() -> None:
     plain.end()
     spans.put(plain, {"late": "x"})  # an ended span is left alone
     assert "late" not in (plain.attributes or {})
+
+
+@pytest.mark.parametrize(
+    ("decision", "verdict"),
+    [
+        (
+            Decision(True, 7, "hit"),
+            {"iamscope.decision": "allow", "iamscope.cache": "hit"},
+        ),
+        (
+            Decision(False, 8, "miss", error=errors.SignatureInvalid("forged")),
+            {
+                "iamscope.decision": "deny",
+                "iamscope.cache": "miss",
+                "iamscope.code": "signature_invalid",
+            },
+        ),
+    ],
+)
+def test_put_writes_a_verdict_beside_the_identity(
+    decision: Decision, verdict: dict[str, str]
+) -> None:
+    # Run on both paths (the module's attribute_path fixture): they must agree.
+    from opentelemetry.sdk.trace import SpanLimits
+
+    identity = {"iamscope.owner.team": "sales", "user.roles": ("analyst",)}
+    # In the order set_attributes would have written them.
+    written = {**verdict, "iamscope.decision_id": decision.decision_id}
+    order = ("iamscope.decision", "iamscope.decision_id", "iamscope.cache", "iamscope.code")
+    expected = {**identity, **{name: written[name] for name in order if name in written}}
+    span = TracerProvider().get_tracer("t").start_span("s")
+    spans.put(span, identity, decision)
+    assert dict(span.attributes or {}) == expected
+    assert identity == {"iamscope.owner.team": "sales", "user.roles": ("analyst",)}
+    # Room for the identity but not the verdict: the SDK's own bound, oldest out first.
+    room = len(identity) + 1
+    full = TracerProvider(span_limits=SpanLimits(max_span_attributes=room)).get_tracer("t")
+    bounded = full.start_span("s")
+    spans.put(bounded, identity, decision)
+    assert list(bounded.attributes or {}) == list(expected)[-room:]
 
 
 def test_the_fast_path_fields_keep_their_shape_in_the_supported_sdk_range() -> None:
