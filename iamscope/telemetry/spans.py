@@ -208,11 +208,10 @@ def put(span: trace.Span | Span, attributes: Attributes, verdict: Decision | Non
         if _SDK_SPAN is not None and type(span) is _SDK_SPAN:
             put(span, attributes, verdict)
             return
+    if verdict is not None:  # one set_attributes call: each costs a lock and a check
+        attributes = {**attributes}
+        _write_verdict(attributes, verdict)
     span.set_attributes(attributes)
-    if verdict is not None:
-        written: dict[str, AttributeValue] = {}
-        _write_verdict(written, verdict)
-        span.set_attributes(written)
 
 
 def use_fast_path(enabled: bool | None = None) -> bool:
