@@ -179,13 +179,12 @@ def _fast_decode(segment: bytes) -> bytes:
 
 
 def _header(h64: bytes) -> Mapping[str, Any]:
-    header = _HEADERS.get(h64)
-    if header is None:
-        header = loads_object(_fast_decode(h64), "header")
-        _check_header(header)
-        if len(_HEADERS) >= _MAX_HEADERS:
-            _HEADERS.clear()
-        _HEADERS[h64] = header
+    """A header not cached yet: parsed, checked, then remembered."""
+    header = loads_object(_fast_decode(h64), "header")
+    _check_header(header)
+    if len(_HEADERS) >= _MAX_HEADERS:
+        _HEADERS.clear()
+    _HEADERS[h64] = header
     return header
 
 
@@ -197,7 +196,7 @@ def parse(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> ParsedToke
         raw = token.encode("ascii")
         h64, p64, s64 = raw.split(b".")
         # In the slow path's order: the header is judged before the payload is read.
-        header = _header(h64)
+        header = _HEADERS.get(h64) or _header(h64)
         payload = _fast_decode(p64)
         signature = _fast_decode(s64)
     except (UnicodeEncodeError, ValueError, _Deferred):
