@@ -506,11 +506,7 @@ class IAMScope:
         """Record a refusal made after the middleware let the request in (a requirement
         checked by a decorator or a dependency), under the request's decision id. It is
         the request's one audit event: :meth:`finish` then records nothing."""
-        late = self._late
-        if len(late) >= _MAX_LATE:  # refusals whose request never finished: the oldest go
-            for stale in list(late)[: _MAX_LATE // 2]:
-                late.pop(stale, None)
-        late[decision.seq] = True
+        self._claim(decision)
         refused = decision._replace(allowed=False, error=error)
         self.metrics.decision(False, error.code, refused.cache)
         span = get_current_span()
@@ -519,9 +515,20 @@ class IAMScope:
         self.audit.emit(audit_event(refused, method, path, self.hasher, self.clock()))
 
     def audit_export(self, decision: Decision, path: str, details: str) -> None:
-        """One event per export decision of the OTLP gateway, under the request's id."""
+        """One event per export decision of the OTLP gateway, under the request's id. It
+        is the request's one audit event (what was forwarded says more than "allow"):
+        :meth:`finish` then records nothing."""
+        self._claim(decision)
         record = audit_event(decision, "POST", path, self.hasher, self.clock())
         self.audit.emit(record._replace(details=details))
+
+    def _claim(self, decision: Decision) -> None:
+        """Mark a request's audit event as recorded, so :meth:`finish` skips it."""
+        late = self._late
+        if len(late) >= _MAX_LATE:  # claims whose request never finished: the oldest go
+            for stale in list(late)[: _MAX_LATE // 2]:
+                late.pop(stale, None)
+        late[decision.seq] = True
 
     def _sync_flight(self, key: bytes) -> tuple[_Flight, bool]:
         """The flight for ``key``, and whether the caller leads it."""

@@ -196,6 +196,8 @@ def test_in_scope_spans_reach_the_project_stamped_and_with_its_token(
     ]
     details = [e["details"] for e in sink.events if "details" in e]
     assert details == ["forwarded 3 spans, rejected 0"]
+    # One audit event for the request (contract 7): the export's, not an allow beside it.
+    assert len(sink.events) == 1 and sink.events[0]["decision"] == "allow"
 
 
 def test_out_of_scope_resources_are_dropped_and_reported(
