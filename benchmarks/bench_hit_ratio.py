@@ -3,7 +3,8 @@
 The harness of ``bench_middleware.py`` (one Starlette route called as raw ASGI, no HTTP
 client in the loop; its helpers are imported, not copied) with ``IAMScopeMiddleware``
 configured to measure the middleware alone (hits not audited, misses to a sink that
-drops them; the audit's own cost is in ``bench_middleware.py``'s rows). A block of requests mixes cached and fresh tokens: at hit ratio *h*, a
+drops them; the audit's own cost is in ``bench_middleware.py``'s rows). A block of
+requests mixes cached and fresh tokens: at hit ratio *h*, a
 fraction 1 - *h* of the requests, spread evenly through the block, carry a token never
 seen before (RS256, pre-minted, one per such request: full verification + policy
 resolution + caching), the others one token that is already cached. The fresh tokens
