@@ -120,6 +120,7 @@ def _tour(
         failures = _report(out, personas, results, iam)
         provider.force_flush()
         _print_spans(out, spans)
+        iam.flush_audit()  # the summarised cache hits, reported now rather than in a minute
         _print_audit(out, sink)
         if datasette:
             app, failures = _datasette_tour(out, config, personas[:5], failures)
@@ -402,9 +403,14 @@ def _short(value: Any) -> str:
 
 def _print_audit(out: TextIO, sink: ListSink) -> None:
     out.write("audit events (JSON lines on the iamscope.audit logger):\n")
-    for event in sink.events[:6]:
+    summaries = [e for e in sink.events if e["decision"] == "allow" and e["cache"] == "hit"]
+    for event in [e for e in sink.events if e not in summaries][:5] + summaries[:1]:
         out.write(f"  {json.dumps(event, separators=(',', ':'))}\n")
-    out.write(f"  ... {len(sink.events)} events in all\n")
+    hits = sum(int(e["count"]) for e in summaries)
+    out.write(
+        f"  ... {len(sink.events)} events in all: one per denial and per first decision "
+        f"for a token, and {len(summaries)} summaries of {hits} allowed cache hits\n"
+    )
 
 
 # --- --serve --------------------------------------------------------------------------------

@@ -559,6 +559,12 @@ class IAMScope:
         self.verifier.stop()
         self.async_verifier.stop()
 
+    def flush_audit(self) -> None:
+        """Report the allowed cache hits summarised so far now, rather than at the end of
+        the interval (a demo, a test, before a planned shutdown)."""
+        if self._summary is not None:
+            self._summary.flush()
+
     def close(self) -> None:
         self._stopped = True
         if self.fleet is not None:
