@@ -26,12 +26,12 @@ import os
 import socket
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from iamscope._fork import after_fork
 from iamscope.errors import ConfigError, RevocationsUnavailable
 from iamscope.fleet.settings import SharedSettings
 from iamscope.fleet.state import KINDS, Kind, Revocation, SharedRevocations
@@ -112,7 +112,19 @@ class Fleet:
         redis = _redis()
         #: What a Redis fault looks like: anything else is a bug and propagates.
         self._faults: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
-        _FLEETS.add(self)
+        after_fork(self, Fleet._forked)
+
+    def _forked(self) -> None:
+        """In a forked child (gunicorn --preload): the listener thread is gone and the
+        parent's connections must not be shared; this process follows on its own."""
+        was_running = self._thread is not None
+        self._thread = None
+        self._reader = self._writer = None
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._need_sync = True
+        self._outbox.clear()  # the parent sends its own
+        if was_running:
+            self.start(wait=0)
 
     # --- connections -------------------------------------------------------------------
 
@@ -342,24 +354,3 @@ class Fleet:
             raise RevocationsUnavailable(
                 f"the fleet's Redis cannot be reached ({type(exc).__name__})"
             ) from None
-
-
-# Fork safety (gunicorn --preload): the listener thread does not survive fork and the
-# parent's connections must not be shared; each child starts its own.
-_FLEETS: weakref.WeakSet[Fleet] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for fleet in list(_FLEETS):
-        was_running = fleet._thread is not None
-        fleet._thread = None
-        fleet._reader = fleet._writer = None
-        fleet.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        fleet._need_sync = True
-        fleet._outbox.clear()  # the parent sends its own
-        if was_running:
-            fleet.start(wait=0)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
