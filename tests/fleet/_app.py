@@ -1,6 +1,8 @@
 """The app a fleet of workers serves in the tests and in benchmarks/bench_fleet.py: one
 route behind IAMScopeMiddleware built from IAMSCOPE_CONFIG, and an outer layer naming
-the worker (its pid) on every answer, refusals included."""
+the worker (its pid) on every answer, refusals included. :func:`serve` runs it under
+uvicorn's workers; :func:`serve_preloaded` runs its WSGI twin under ``gunicorn
+--preload``, which builds the app (and joins the fleet) in the master, then forks."""
 
 from __future__ import annotations
 
@@ -52,6 +54,32 @@ async def app(scope, receive, send):
 """
 
 
+WSGI_APP = """
+import os
+
+from iamscope import IAMScope, IAMScopeWSGIMiddleware
+
+LOADED_IN = str(os.getpid())  # under --preload: the master's pid, not the worker's
+iam = IAMScope.from_config()
+
+
+def endpoint(environ, start_response):
+    start_response("200 OK", [("content-type", "text/plain")])
+    return [b"ok"]
+
+
+inner = IAMScopeWSGIMiddleware(endpoint, iam)
+
+
+def app(environ, start_response):
+    def tagged(status, headers, exc_info=None):  # which worker answered, and who loaded it
+        extra = [("x-worker", str(os.getpid())), ("x-loaded-in", LOADED_IN)]
+        return start_response(status, [*headers, *extra], exc_info)
+
+    return inner(environ, tagged)
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,9 +108,35 @@ def fleet_config(issuer: Any, namespace: str) -> dict[str, Any]:
 @contextmanager
 def serve(directory: Path, config: dict[str, Any], redis_url: str, workers: int) -> Iterator[str]:
     """uvicorn with ``workers`` workers on a free loopback port; its URL."""
-    (directory / "fleet.yaml").write_text(yaml.safe_dump(config))
     (directory / "fleet_app.py").write_text(APP)
     port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "fleet_app:app", "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--workers", str(workers), "--log-level", "warning"]
+    with _launch(directory, config, redis_url, command, port) as url:
+        yield url
+
+
+@contextmanager
+def serve_preloaded(
+    directory: Path, config: dict[str, Any], redis_url: str, workers: int
+) -> Iterator[str]:
+    """``gunicorn --preload`` with ``workers`` sync workers on a free loopback port; its
+    URL. The master imports the app, so the engine and its fleet start before the fork."""
+    (directory / "fleet_wsgi.py").write_text(WSGI_APP)
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--preload", "--workers", str(workers)]
+    command += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning", "fleet_wsgi:app"]
+    with _launch(directory, config, redis_url, command, port) as url:
+        yield url
+
+
+@contextmanager
+def _launch(
+    directory: Path, config: dict[str, Any], redis_url: str, command: list[str], port: int
+) -> Iterator[str]:
+    """Runs ``command`` (a server listening on ``port``) with the fleet's configuration
+    until it answers; stops it afterwards."""
+    (directory / "fleet.yaml").write_text(yaml.safe_dump(config))
     root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
@@ -91,8 +145,6 @@ def serve(directory: Path, config: dict[str, Any], redis_url: str, workers: int)
         "IAMSCOPE_HASH_KEY": "k" * 32,
         "PYTHONPATH": os.pathsep.join([str(directory), str(root)]),
     }
-    command = [sys.executable, "-m", "uvicorn", "fleet_app:app", "--port", str(port)]
-    command += ["--host", "127.0.0.1", "--workers", str(workers), "--log-level", "warning"]
     server = subprocess.Popen(command, cwd=directory, env=env)
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -103,7 +155,7 @@ def serve(directory: Path, config: dict[str, Any], redis_url: str, workers: int)
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("uvicorn did not start") from None
+                    raise RuntimeError(f"{command[2]} did not start") from None
                 time.sleep(0.1)
         yield url
     finally:
