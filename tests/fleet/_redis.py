@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -23,7 +24,7 @@ import pytest
 
 from tests._postgres import apt_install
 
-__all__ = ["RedisServer", "redis_server"]
+__all__ = ["RedisServer", "TLSFiles", "redis_server"]
 
 
 def _binary() -> str | None:
@@ -40,16 +41,57 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a TLS-only redis-server: its certificate and key, and the CA that
+    signed them (what a client must trust)."""
+
+    cert: str
+    key: str
+    ca: str
+
+
 @dataclass
 class RedisServer:
     binary: str
     port: int
     directory: str
     process: subprocess.Popen[bytes] | None = None
+    tls: TLSFiles | None = None  # TLS only: the plain port is closed
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _ports(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            self.tls.cert,
+            "--tls-key-file",
+            self.tls.key,
+            "--tls-ca-cert-file",
+            self.tls.ca,
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    def _pong(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as raw:
+            s = raw
+            if self.tls is not None:
+                s = ssl.create_default_context(cafile=self.tls.ca).wrap_socket(
+                    raw, server_hostname="127.0.0.1"
+                )
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -57,8 +99,7 @@ class RedisServer:
                 self.binary,
                 "--bind",
                 "127.0.0.1",
-                "--port",
-                str(self.port),
+                *self._ports(),
                 "--dir",
                 self.directory,
                 "--save",
@@ -76,10 +117,8 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
+                if self._pong():
+                    return
             except OSError:
                 time.sleep(0.02)
         self.stop()
@@ -94,12 +133,12 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(tls: TLSFiles | None = None) -> Iterator[RedisServer]:
     binary = _binary()
     if binary is None:
         pytest.skip("redis-server is missing and cannot be installed here (not root)")
     with tempfile.TemporaryDirectory(prefix="iamscope-redis-") as directory:
-        server = RedisServer(binary, _free_port(), directory)
+        server = RedisServer(binary, _free_port(), directory, tls=tls)
         server.start()
         try:
             yield server
