@@ -603,6 +603,23 @@ def _typed(values: tuple[Scalar, ...]) -> tuple[Any, ...]:
     return tuple((type(v).__name__, v) for v in values)
 
 
+def _attest_without_write(roles: Mapping[str, Role]) -> list[str]:
+    """``attest`` keeps end-user attributes only on spans the exporter may also
+    ``write`` (the gateway checks both), so an attest grant on a project no role can
+    write to is dead: most likely a forgotten ``write``."""
+    writable = {g.project for r in roles.values() for g in r.traces if "write" in g.actions}
+    if WILDCARD in writable:
+        return []
+    return [
+        f"role {name!r} grants 'attest' on traces project {g.project!r}, which no role may "
+        "'write' to: attest takes effect only beside write on the same spans"
+        for name, role in roles.items()
+        for g in role.traces
+        if "attest" in g.actions
+        and (g.project not in writable if g.project != WILDCARD else not writable)
+    ]
+
+
 def _lint(
     roles: Mapping[str, Role],
     bindings: tuple[Binding, ...],
@@ -613,6 +630,7 @@ def _lint(
     for name in roles:
         if name not in bound:
             warnings.append(f"role {name!r} is never bound")
+    warnings += _attest_without_write(roles)
     for b in bindings:
         possible = _possible_issuers(b, issuers)
         if possible is not None and not possible:

@@ -236,3 +236,31 @@ def test_duplicate_keys_in_a_policy_file(tmp_path: Path) -> None:
     exc = error(tmp_path, BASE.replace("  account: {}\n", "  account: {}\n  account: {}\n"))
     assert "duplicate key 'account'" in str(exc)
     assert exc.line == 5
+
+
+def test_attest_without_write_on_the_same_project_is_a_warning() -> None:
+    def warnings_for(*roles: dict[str, Any]) -> list[str]:
+        policy = policy_from_mapping(
+            {
+                "version": "1",
+                "roles": {f"r{i}": {"traces": r} for i, r in enumerate(roles)},
+                "bindings": [{"groups": ["g"], "roles": [f"r{i}" for i in range(len(roles))]}],
+            }
+        )
+        return [w for w in policy.warnings if "'attest'" in w]
+
+    alone = warnings_for([{"project": "shop", "actions": ["attest"]}])
+    assert alone == [
+        "role 'r0' grants 'attest' on traces project 'shop', which no role may 'write' to: "
+        "attest takes effect only beside write on the same spans"
+    ]
+    other_project = [{"project": "shop", "actions": ["attest"]}]
+    assert warnings_for(other_project, [{"project": "bank", "actions": ["write"]}])
+    # write from another role, on that project or on every project, is enough
+    assert not warnings_for(other_project, [{"project": "shop", "actions": ["write"]}])
+    assert not warnings_for(other_project, [{"project": "*", "actions": ["write"]}])
+    assert not warnings_for([{"project": "shop", "actions": ["write", "attest"]}])
+    assert not warnings_for(
+        [{"project": "*", "actions": ["attest"]}], [{"project": "shop", "actions": ["write"]}]
+    )
+    assert warnings_for([{"project": "*", "actions": ["attest"]}])
