@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, errors
+from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, KeyPolicy, errors
 from iamscope.policy import PolicyStore
 from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
@@ -321,6 +321,11 @@ def config(scenario: Scenario, issuer: LocalIssuer | None) -> IssuerConfig:
     """The scenario's issuer settings, trusting ``issuer`` (or a placeholder, offline)."""
     base = issuer.base_url if issuer else "http://127.0.0.1:9"
     settings: dict[str, Any] = {"audience": ("api://local",), "jwks_uri": base + "/jwks.json"}
+    # A case sending an unknown kid (a string of its own) makes a fetch; the defaults would
+    # answer 503 to one that came within min_refetch of another fetch, or when a loaded
+    # machine takes the loopback fetch past request_wait. Both are tested in
+    # tests/tokens/test_key_lifecycle.py; here the answer must depend on the token only.
+    settings["keys"] = KeyPolicy(min_refetch=0.001, request_wait=30.0)
     settings.update(scenario.settings)
     if settings.get("keys_url") == PEM_URL:
         settings["keys_url"] = base + "/pem/{kid}"
