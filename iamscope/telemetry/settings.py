@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from iamscope._yaml import reject_unknown
+from iamscope._yaml import key_text, reject_unknown
 from iamscope.errors import ConfigError
 
 __all__ = ["HASH_KEY_ENV", "Project", "TelemetrySettings", "hash_key_from_env"]
@@ -128,8 +128,11 @@ def projects_of(
         )
     team_lines = getattr(projects, "lines", {})
     named = {
-        str(team): _project(
-            spec, f"{prefix}projects.{team}", where, team_lines.get(team, lines.get("projects"))
+        key_text(team): _project(
+            spec,
+            f"{prefix}projects.{key_text(team)}",
+            where,
+            team_lines.get(team, lines.get("projects")),
         )
         for team, spec in projects.items()
     }
