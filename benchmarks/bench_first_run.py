@@ -200,7 +200,9 @@ CANNOT = (
 )
 
 
-def render(demo: DemoResult, test: Run | None, warm: bool) -> str:
+def render(demo: DemoResult, test: Run | None, warm: bool, load: str = "") -> str:
+    """``load``: the load averages at the start, which say whether other work shared the
+    machine (these are wall-clock times: a busy machine stretches them)."""
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(
         [
@@ -209,7 +211,9 @@ def render(demo: DemoResult, test: Run | None, warm: bool) -> str:
             suite_line(test, warm),
             "",
             f"Commit {demo.commit[:12]}; installer {demo.installer}; {os.cpu_count()} cores; "
-            f"Python {platform.python_version()} (`python3` on PATH builds the venv); {date}.",
+            f"Python {platform.python_version()} (`python3` on PATH builds the venv); "
+            + (f"load average at the start (1/5/15 min) {load}; " if load else "")
+            + f"{date}.",
             "",
             CANNOT,
         ]
@@ -231,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "--warm", action="store_true", help="keep this machine's installer caches (smoke run)"
     )
     args = parser.parse_args(argv)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="iamscope-first-run-") as name:
         tmp = Path(name)
         demo = measure_demo(tmp, args.warm)
@@ -238,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         test = measure_test(tmp, args.warm) if args.test else None
         if test is not None:
             show_failure(test)
-    block = render(demo, test, args.warm)
+    block = render(demo, test, args.warm, load)
     print(block)
     if args.write:
         write_section("first_run", "First run (`bench_first_run.py`)", intro_of(__doc__), block)
