@@ -126,20 +126,19 @@ KEYS = sorted(
     }
 )  # fmt: skip
 
-scalars = st.one_of(
+# What files and mappings both hold; each adds its own way of going wrong below.
+PLAIN_SCALARS = [
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
     st.sampled_from(WORDS + URLS),
-    st.sampled_from(RAW_TOKENS).map(Raw),
-)
+]
+PLAIN_KEYS = [st.sampled_from(KEYS), st.text(max_size=8), st.integers(min_value=-5, max_value=5)]
+scalars = st.one_of(*PLAIN_SCALARS, st.sampled_from(RAW_TOKENS).map(Raw))
 keys = st.one_of(
-    st.sampled_from(KEYS),
-    st.text(max_size=8),
-    st.integers(min_value=-5, max_value=5),
-    st.sampled_from(["9" * 5000, "0x" + "f" * 4000, "2026-13-45"]).map(Raw),
+    *PLAIN_KEYS, st.sampled_from(["9" * 5000, "0x" + "f" * 4000, "2026-13-45"]).map(Raw)
 )
 values = st.recursive(
     scalars,
@@ -441,22 +440,8 @@ huge_integers = st.builds(
     st.sampled_from([101, 4301, 5000, 20_000]),  # 101: one digit over the limit
     st.sampled_from([1, -1]),
 )
-py_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12),
-    st.sampled_from(WORDS + URLS),
-    huge_integers,
-)
-py_keys = st.one_of(
-    st.sampled_from(KEYS),
-    st.text(max_size=8),
-    st.integers(min_value=-5, max_value=5),
-    huge_integers,
-    st.tuples(huge_integers),
-)
+py_scalars = st.one_of(*PLAIN_SCALARS, huge_integers)
+py_keys = st.one_of(*PLAIN_KEYS, huge_integers, st.tuples(huge_integers))
 py_values = st.recursive(
     py_scalars,
     lambda inner: st.one_of(
