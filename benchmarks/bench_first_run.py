@@ -14,7 +14,8 @@ nothing is left to install: the demo's own time.
 
 With ``--test``, ``make test`` (ruff, mypy and the whole suite, ``CI=true``) runs in a
 second fresh clone, cold in the same way, and its time is reported; without it that
-half is reported as not measured in this run, never as met.
+half is reported as not measured in this run, never as met. The times are wall-clock, so
+other work on the machine stretches them: the load average at the start is reported.
 
 What this machine cannot emulate: the Debian packages the tests install on a new
 machine (PostgreSQL, redis-server, wrk) are already installed, so ``make test`` here
