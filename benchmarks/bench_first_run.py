@@ -16,6 +16,8 @@ With ``--test``, ``make test`` (ruff, mypy and the whole suite, ``CI=true``) run
 second fresh clone, cold in the same way, and its time is reported; without it that
 half is reported as not measured in this run, never as met. The times are wall-clock, so
 other work on the machine stretches them: the load average at the start is reported.
+``--dry-run`` clones but runs no ``make``: a smoke run of the harness itself, which
+``benchmarks/run --quick`` uses (nothing is measured, and both halves say so).
 
 What this machine cannot emulate: the Debian packages the tests install on a new
 machine (PostgreSQL, redis-server, wrk) are already installed, so ``make test`` here
@@ -26,7 +28,7 @@ may be warm from earlier runs.
 
 DESIGN.md budget: ``make demo`` ≤ 60 s on a fresh machine, ``make test`` ≤ 5 min.
 
-    .venv/bin/python benchmarks/bench_first_run.py [--write] [--test] [--warm]
+    .venv/bin/python benchmarks/bench_first_run.py [--write] [--test] [--dry-run]
 """
 
 from __future__ import annotations
@@ -62,16 +64,16 @@ class Run:
     output: str
 
 
-def cold_env(cache: Path, *, warm: bool = False) -> dict[str, str]:
+def cold_env(cache: Path) -> dict[str, str]:
     """This shell's environment without what would make the installers warm.
 
     Trust settings (``SSL_CERT_FILE`` and the like) stay: they say how this machine
-    reaches PyPI, not what it already has. ``warm`` keeps the installers' caches and
-    configuration (a smoke run's shortcut, not a first run)."""
-    env = {k: v for k, v in os.environ.items() if k not in INHERITED}
-    if warm:
-        return env
-    env = {k: v for k, v in env.items() if not k.startswith(("PIP_", "UV_"))}
+    reaches PyPI, not what it already has."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in INHERITED and not k.startswith(("PIP_", "UV_"))
+    }
     env.update(
         PIP_CONFIG_FILE=os.devnull,  # pip reads no configuration file at all
         PIP_CACHE_DIR=str(cache / "pip"),
@@ -122,56 +124,65 @@ def installer(clone: Path) -> str:
 @dataclass(frozen=True, slots=True)
 class DemoResult:
     commit: str
-    cold: Run
+    cold: Run | None  # None: not run (--dry-run)
     again: Run | None
     installer: str
 
 
-def measure_demo(tmp: Path, warm: bool) -> DemoResult:
+def measure_demo(tmp: Path, dry_run: bool) -> DemoResult:
     clone = tmp / "demo"
     commit = fresh_clone(clone)
-    env = cold_env(tmp / "demo-cache", warm=warm)
+    if dry_run:
+        return DemoResult(commit, None, None, "none (--dry-run)")
+    env = cold_env(tmp / "demo-cache")
     cold = timed(["make", "demo"], clone, env)
     again = timed(["make", "demo"], clone, env) if failed(cold, DEMO_OK) is None else None
     return DemoResult(commit, cold, again, installer(clone))
 
 
-def measure_test(tmp: Path, warm: bool) -> Run:
+def measure_test(tmp: Path) -> Run:
     clone = tmp / "test"
     fresh_clone(clone)
-    env = cold_env(tmp / "test-cache", warm=warm) | {"CI": "true"}
+    env = cold_env(tmp / "test-cache") | {"CI": "true"}
     return timed(["make", "test"], clone, env)
 
 
 def pytest_counts(output: str) -> str:
-    """The last pytest summary's counts ("2,812 passed, 9 skipped"), or ""."""
+    """The last pytest summary's counts and time ("2,812 passed, 9 skipped in 250 s of
+    pytest": the rest of `make test` is installing, ruff and mypy), or ""."""
     # "=== 2812 passed, 9 skipped in 250.12s (0:04:10) ===", or the same bare with -q
-    found = re.findall(r"^=* ?(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s", output, re.MULTILINE)
+    found = re.findall(r"^=* ?(\d+ \w+(?:, \d+ \w+)*) in ([\d.]+)s", output, re.MULTILINE)
     if not found:
         return ""
-    parts = re.findall(r"(\d+) (\w+)", found[-1])
-    return ", ".join(f"{int(n):,} {what}" for n, what in parts)
+    counts, seconds = found[-1]
+    parts = re.findall(r"(\d+) (\w+)", counts)
+    shown = ", ".join(f"{int(n):,} {what}" for n, what in parts)
+    return f"{shown} in {float(seconds):.0f} s of pytest"
 
 
 def verdict(seconds: float, budget: float) -> str:
     return "met" if seconds <= budget else "NOT met"
 
 
-def demo_line(demo: DemoResult, warm: bool) -> str:
+def demo_line(demo: DemoResult) -> str:
+    if demo.cold is None:
+        return (
+            "First run, make demo: not measured in this run (--dry-run) "
+            "(budget ≤ 60 s: not measured)"
+        )
     why = failed(demo.cold, DEMO_OK)
-    where = "this machine's caches (--warm: not a first run)" if warm else "cold caches"
     if why is not None:
         return (
             f"First run, make demo: {why} after {demo.cold.seconds:.1f} s (budget ≤ 60 s: NOT met)"
         )
     again = f"; the demo alone {demo.again.seconds:.1f} s" if demo.again is not None else ""
     return (
-        f"First run, make demo: {demo.cold.seconds:.1f} s from a fresh clone, {where}{again} "
+        f"First run, make demo: {demo.cold.seconds:.1f} s from a fresh clone, cold caches{again} "
         f"(budget ≤ 60 s: {verdict(demo.cold.seconds, DEMO_BUDGET)})"
     )
 
 
-def suite_line(test: Run | None, warm: bool) -> str:
+def suite_line(test: Run | None) -> str:
     if test is None:
         return (
             "First run, make test: not measured in this run (--test measures it) "
@@ -181,9 +192,8 @@ def suite_line(test: Run | None, warm: bool) -> str:
     if why is not None:
         return f"First run, make test: {why} after {test.seconds:.1f} s (budget ≤ 5 min: NOT met)"
     counts = pytest_counts(test.output) or "pytest's counts not found"
-    where = "this machine's caches (--warm)" if warm else "cold caches"
     return (
-        f"First run, make test: {_minutes(test.seconds)} from a fresh clone, {where}, "
+        f"First run, make test: {_minutes(test.seconds)} from a fresh clone, cold caches, "
         f"CI=true; {counts} (budget ≤ 5 min: {verdict(test.seconds, TEST_BUDGET)})"
     )
 
@@ -201,15 +211,15 @@ CANNOT = (
 )
 
 
-def render(demo: DemoResult, test: Run | None, warm: bool, load: str = "") -> str:
+def render(demo: DemoResult, test: Run | None, load: str = "") -> str:
     """``load``: the load averages at the start, which say whether other work shared the
     machine (these are wall-clock times: a busy machine stretches them)."""
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(
         [
-            demo_line(demo, warm),
+            demo_line(demo),
             "",
-            suite_line(test, warm),
+            suite_line(test),
             "",
             f"Commit {demo.commit[:12]}; installer {demo.installer}; {os.cpu_count()} cores; "
             f"Python {platform.python_version()} (`python3` on PATH builds the venv); "
@@ -233,18 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="update benchmarks/README.md")
     parser.add_argument("--test", action="store_true", help="also time make test (~5 min)")
     parser.add_argument(
-        "--warm", action="store_true", help="keep this machine's installer caches (smoke run)"
+        "--dry-run",
+        action="store_true",
+        help="clone, but run no make: a smoke run of the harness (nothing measured)",
     )
     args = parser.parse_args(argv)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="iamscope-first-run-") as name:
         tmp = Path(name)
-        demo = measure_demo(tmp, args.warm)
-        show_failure(demo.cold)
-        test = measure_test(tmp, args.warm) if args.test else None
+        demo = measure_demo(tmp, args.dry_run)
+        if demo.cold is not None:
+            show_failure(demo.cold)
+        test = measure_test(tmp) if args.test and not args.dry_run else None
         if test is not None:
             show_failure(test)
-    block = render(demo, test, args.warm, load)
+    block = render(demo, test, load)
     print(block)
     if args.write:
         write_section("first_run", "First run (`bench_first_run.py`)", intro_of(__doc__), block)
