@@ -13,7 +13,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import yaml
 
@@ -25,10 +25,13 @@ __all__ = [
     "decode",
     "did_you_mean",
     "item_line",
+    "key_text",
     "parse_text",
     "read_bytes",
     "read_text",
+    "reject_huge_integers",
     "reject_unknown",
+    "shown",
 ]
 
 
@@ -242,8 +245,45 @@ def parse_text(text: str, source: str | None = None) -> Any:
         ) from None
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+#: Longest value an error message shows whole; the rest is cut (a Python mapping can
+#: hold megabytes where a name belongs).
+MAX_SHOWN = 80
+#: Past this, a word is no misspelt name: comparing it with every choice costs for nothing.
+MAX_SUGGESTED = 256
+_HUGE_INTEGER = 10**MAX_INTEGER_CHARS
+
+
+def _is_huge(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _HUGE_INTEGER
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` for an error message, never failing and never long.
+
+    Python refuses decimal conversions past 4,300 digits (a ValueError), so an integer
+    from a Python mapping could turn a config error into a crash while its message was
+    being written; such an integer is shown by its size instead."""
+    if _is_huge(value):
+        digits = int(abs(value).bit_length() * 0.30103) + 1  # log10(2): no conversion
+        text = f"<an integer of about {digits:,} digits>"
+    else:
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):  # a huge integer inside, or nested too deeply
+            text = f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def key_text(key: object) -> str:
+    """A mapping key as ConfigError's ``key``: a string as it is, anything else shown."""
+    return key if isinstance(key, str) else shown(key)
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string (always for a
+    word that is not a string of a plausible length)."""
+    if not isinstance(word, str) or len(word) > MAX_SUGGESTED:
+        return ""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -259,8 +299,54 @@ def reject_unknown(
     for key in data:
         if key not in allowed:
             raise ConfigError(
-                f"unknown {what} key {key!r}{did_you_mean(str(key), allowed)}",
+                f"unknown {what} key {shown(key)}{did_you_mean(key, allowed)}",
                 source=where,
                 line=lines.get(key),
-                key=str(key),
+                key=key_text(key),
             )
+
+
+# Where the walk is: (the parent's link, this step as text), rendered only on error, so
+# deep nesting costs a tuple per level rather than a growing string.
+_Link = tuple["_Link | None", str] | None
+
+
+def _rendered(link: _Link) -> str:
+    steps: list[str] = []
+    while link is not None:
+        link, step = link
+        steps.append(step)
+    return "".join(reversed(steps)).lstrip(".")
+
+
+def reject_huge_integers(data: object, where: str | None = None, what: str = "") -> None:
+    """A ConfigError at the first integer, key or value, of more than
+    :data:`MAX_INTEGER_CHARS` digits in a Python mapping: the rule a file's text
+    already follows (nothing in a configuration needs more), so a mapping given in
+    code cannot carry one to a check that would print it. Iterative and linear: each
+    container is visited once, however often it is shared or however deeply nested."""
+    seen: set[int] = set()
+    stack: list[tuple[object, _Link]] = [(data, (None, what) if what else None)]
+    while stack:
+        node, link = stack.pop()
+        if isinstance(node, Mapping | list | tuple):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                here = (link, f".{key_text(key)}")
+                if _is_huge(key):
+                    raise _huge(here, where, key_text(key))
+                stack.append((value, here))
+        elif isinstance(node, list | tuple):
+            stack.extend((value, (link, f"[{i}]")) for i, value in enumerate(node))
+        elif _is_huge(node):
+            raise _huge(link, where)
+
+
+def _huge(link: _Link, where: str | None, key: str | None = None) -> ConfigError:
+    at = f" at {_rendered(link)}" if link is not None else ""
+    return ConfigError(
+        f"an integer of more than {MAX_INTEGER_CHARS} digits{at}", source=where, key=key
+    )

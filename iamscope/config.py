@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from iamscope._yaml import Located, parse_text, read_text, reject_unknown
+from iamscope._yaml import Located, parse_text, read_text, reject_huge_integers, reject_unknown
 from iamscope.engine.cache import CacheSettings
 from iamscope.errors import ConfigError
 from iamscope.fleet.settings import SharedSettings
@@ -90,6 +90,10 @@ def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | None = None
             raise ConfigError(f"no configuration given and {ENV_VAR} is not set")
         config = path
     if isinstance(config, Mapping):
+        # A file's integers are bounded as its text is read; a mapping's are checked here,
+        # once for every block, before a check prints one (Python cannot print integers
+        # past 4,300 digits, and each block's parser has messages that would).
+        reject_huge_integers(config)
         data: Any = config
     else:
         source = str(config)

@@ -132,7 +132,8 @@ def test_run_writes_a_summary_with_plots(tmp_path: Path) -> None:
     text = readme.read_text()
     assert text.startswith("# Benchmarks\n\n## Summary")
     assert "<!-- summary:start -->" in text and "| Budget (DESIGN.md) |" in text
-    for section in ("verify", "resolve", "middleware", "hit_ratio", "memory", "gateway"):
+    sections = ("verify", "resolve", "middleware", "hit_ratio", "memory", "gateway", "first_run")
+    for section in sections:
         assert f"<!-- {section}:start -->" in text
     for png in ("policy_size.png", "hit_ratio.png"):
         assert (tmp_path / "plots" / png).read_bytes().startswith(b"\x89PNG")
@@ -181,3 +182,115 @@ def test_every_design_budget_is_in_the_table_or_warned(tmp_path: Path) -> None:
     design.write_text("## Budgets\n\n- Something new: ≤ 1 µs.\n")
     problems = run_module.design_problems([], design)
     assert problems == [f"a budget in {design} is not covered: 'Something new: ≤ 1 µs.'"]
+
+
+# --- the first-run harness -------------------------------------------------------------
+# A real cold `make demo` needs PyPI and 10-60 s, and `make test` five minutes, so no test
+# here runs them (the slow summary test above runs the harness with --dry-run: a clone,
+# no make). These check the rest: what the harness strips from the environment, the
+# clone, the verdicts, and that benchmarks/run reads what the harness prints.
+
+
+def load_first_run(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports _readme as a sibling
+    return importlib.import_module("bench_first_run")
+
+
+def test_first_run_environment_has_cold_caches_and_no_local_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_run = load_first_run(monkeypatch)
+    for name, value in (
+        ("PIP_FIND_LINKS", "/opt/wheels"),
+        ("UV_INDEX_URL", "file:///opt/pypi/simple"),
+        ("PYTHONPATH", "/somewhere"),
+        ("MAKEFLAGS", "-j2"),
+        ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),
+    ):
+        monkeypatch.setenv(name, value)
+    env = first_run.cold_env(tmp_path)
+    for gone in ("PIP_FIND_LINKS", "UV_INDEX_URL", "PYTHONPATH", "MAKEFLAGS"):
+        assert gone not in env
+    assert env["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"  # trust stays
+    assert env["PIP_CONFIG_FILE"] == os.devnull and env["UV_NO_CONFIG"] == "1"
+    for cache in ("PIP_CACHE_DIR", "UV_CACHE_DIR", "XDG_CACHE_HOME"):
+        assert Path(env[cache]).is_relative_to(tmp_path)
+
+
+def test_first_run_clones_the_committed_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_run = load_first_run(monkeypatch)
+    if not (first_run.ROOT / ".git").exists():
+        pytest.skip("not a git checkout: nothing to clone")
+    commit = first_run.fresh_clone(tmp_path / "clone")
+    head = (tmp_path / "clone" / ".git" / "HEAD").read_text().strip()  # detached: the id
+    assert len(commit) == 40 and head == commit and (tmp_path / "clone" / "Makefile").is_file()
+
+
+def test_first_run_dry_run_clones_and_reports_nothing_measured() -> None:
+    """The script end to end, but no make: what benchmarks/run's smoke run does."""
+    if not (BENCHMARKS.parent / ".git").exists():
+        pytest.skip("not a git checkout: nothing to clone")
+    out = run("bench_first_run.py", "--dry-run", "--test")
+    assert first_run_rows(out) == [
+        ("`make demo` ≤ 60 s on a fresh machine", "not measured"),
+        ("`make test` ≤ 5 min", "not measured"),
+    ]
+    assert "Not emulated:" in out and "load average at the start" in out
+
+
+def first_run_output(
+    first_run: ModuleType,
+    demo: tuple[float, int, str],
+    test: tuple[float, int, str] | None,
+) -> str:
+    """What bench_first_run.py prints for these (seconds, exit code, output) results."""
+    cold = first_run.Run("make demo", *demo)
+    again = first_run.Run("make demo", 1.0, 0, demo[2])
+    result = first_run.DemoResult("0" * 40, cold, again, "uv 0.13.9")
+    suite = None if test is None else first_run.Run("make test", *test)
+    return str(first_run.render(result, suite))
+
+
+def first_run_rows(output: str) -> list[tuple[str, str]]:
+    run_module = load_run()
+    step = run_module.Step("first run", "bench_first_run.py", (), (), out=output)
+    return [(b.wording, b.verdict) for b in run_module.first_run_budgets(step)]
+
+
+def test_first_run_without_make_test_reports_that_half_not_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first_run = load_first_run(monkeypatch)
+    out = first_run_output(first_run, (20.0, 0, first_run.DEMO_OK), None)
+    assert first_run_rows(out) == [
+        ("`make demo` ≤ 60 s on a fresh machine", "met"),
+        ("`make test` ≤ 5 min", "not measured"),
+    ]
+
+
+def test_first_run_verdicts_follow_time_exit_code_and_demo_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first_run = load_first_run(monkeypatch)
+    passed = "..\n=== 2812 passed, 9 skipped, 3 warnings in 250.1s (0:04:10) ===\n"
+    out = first_run_output(first_run, (61.0, 0, first_run.DEMO_OK), (250.0, 0, passed))
+    assert [v for _, v in first_run_rows(out)] == ["NOT met", "met"]
+    assert "2,812 passed, 9 skipped, 3 warnings in 250 s of pytest" in out
+    assert first_run.pytest_counts("3 failed, 1 passed in 2.00s\n") == (
+        "3 failed, 1 passed in 2 s of pytest"
+    )
+    out = first_run_output(first_run, (5.0, 0, "no verdict printed"), (301.0, 0, passed))
+    assert [v for _, v in first_run_rows(out)] == ["NOT met", "NOT met"]
+    out = first_run_output(first_run, (5.0, 2, first_run.DEMO_OK), (10.0, 2, "boom"))
+    assert [v for _, v in first_run_rows(out)] == ["NOT met", "NOT met"]
+    assert "failed (exit 2)" in out
+
+
+def test_run_times_make_test_only_when_asked() -> None:
+    run_module = load_run()
+    plain = {s.name: s for s in run_module.steps()}["first run"]
+    asked = {s.name: s for s in run_module.steps(first_run_test=True)}["first run"]
+    assert "--test" not in plain.flags and "--test" in asked.flags
+    assert "--dry-run" in plain.quick  # a smoke run is never presented as a first run

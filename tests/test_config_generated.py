@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from iamscope.config import load_config
@@ -126,20 +126,19 @@ KEYS = sorted(
     }
 )  # fmt: skip
 
-scalars = st.one_of(
+# What files and mappings both hold; each adds its own way of going wrong below.
+PLAIN_SCALARS = [
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
     st.sampled_from(WORDS + URLS),
-    st.sampled_from(RAW_TOKENS).map(Raw),
-)
+]
+PLAIN_KEYS = [st.sampled_from(KEYS), st.text(max_size=8), st.integers(min_value=-5, max_value=5)]
+scalars = st.one_of(*PLAIN_SCALARS, st.sampled_from(RAW_TOKENS).map(Raw))
 keys = st.one_of(
-    st.sampled_from(KEYS),
-    st.text(max_size=8),
-    st.integers(min_value=-5, max_value=5),
-    st.sampled_from(["9" * 5000, "0x" + "f" * 4000, "2026-13-45"]).map(Raw),
+    *PLAIN_KEYS, st.sampled_from(["9" * 5000, "0x" + "f" * 4000, "2026-13-45"]).map(Raw)
 )
 values = st.recursive(
     scalars,
@@ -181,7 +180,9 @@ def mutate(data: Any, path: tuple[Any, ...], how: str, value: Any, key: Any) -> 
 
 
 @st.composite
-def documents(draw: st.DrawFn) -> Any:
+def documents(
+    draw: st.DrawFn, values: st.SearchStrategy[Any] = values, keys: st.SearchStrategy[Any] = keys
+) -> Any:
     """The whole config, or a policy file of its own, with a few mutations."""
     data = copy.deepcopy(BASE if draw(st.booleans()) else BASE["policy"])
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
@@ -425,3 +426,115 @@ def test_a_large_file_may_reuse_an_anchor_in_every_binding(tmp_path: Path) -> No
     path = tmp_path / "policy.yaml"
     path.write_text("\n".join(lines) + "\n")  # aliases add 210,000 nodes to ~40,000
     assert len(load_policy(path).bindings) == 10_000
+
+
+# --- Python mappings: what code passes instead of a file --------------------------------
+# No text limits a mapping's integers, and Python refuses to print one past 4,300 digits
+# (a ValueError while the error message is written). Whatever a mapping holds, loading
+# it gives a config or a ConfigError whose message can be printed.
+
+# Drawn as digit counts and built by map(): hypothesis prints strategies (and values it
+# draws from a list) with repr(), which is exactly what such integers break.
+huge_integers = st.builds(
+    lambda digits, sign: sign * 10 ** (digits - 1),
+    st.sampled_from([101, 4301, 5000, 20_000]),  # 101: one digit over the limit
+    st.sampled_from([1, -1]),
+)
+py_scalars = st.one_of(*PLAIN_SCALARS, huge_integers)
+py_keys = st.one_of(*PLAIN_KEYS, huge_integers, st.tuples(huge_integers))
+py_values = st.recursive(
+    py_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner),
+        st.dictionaries(py_keys, inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+def check_mapping(data: Any) -> None:
+    from iamscope.telemetry.settings import TelemetrySettings
+
+    loaders: list[Any] = [load_config, load_policy]
+    if isinstance(data, dict) and isinstance(data.get("telemetry"), dict):
+        loaders.append(lambda d: TelemetrySettings.from_mapping(d["telemetry"]))
+    for load in loaders:
+        try:
+            load(data)
+        except ConfigError as exc:
+            assert exc.source is None and str(exc).startswith("<config>"), str(exc)
+            assert len(str(exc)) < 2_000, "an error message that prints a value whole"
+
+
+@SLOW
+@given(data=documents(py_values, py_keys))
+def test_any_generated_mapping_loads_or_is_a_config_error(data: Any) -> None:
+    assume(isinstance(data, dict))  # anything else is taken for a path
+    check_mapping(data)
+
+
+def at(path: tuple[Any, ...], value: Any, *, key: bool = False) -> dict[str, Any]:
+    """The base config with ``value`` at ``path``, or as the key named by its last step."""
+    data = copy.deepcopy(BASE)
+    parent = data
+    for step in path[:-1]:
+        parent = parent[step]
+    if key:
+        parent[value] = parent.pop(path[-1])
+    else:
+        parent[path[-1]] = value
+    return data
+
+
+HUGE_PLACES = [
+    ("issuers", 0, "preset"),
+    ("issuers", 0, "leeway"),
+    ("policy", "version"),
+    ("policy", "roles", "analyst"),
+    ("policy", "roles", "analyst", "permissions"),
+    ("policy", "roles", "analyst", "rows", "sales", "region"),
+    ("policy", "bindings", 2, "priority"),
+    ("policy", "bindings", 3, "claims", "repository"),
+    ("policy", "attributes", "region"),
+    ("telemetry", "projects", "sales"),
+    ("telemetry", "default_project", "token_env"),
+    ("cache", "max_entries"),
+    ("shared", "stale_after"),
+    ("gateway", "timeout"),
+]
+
+
+@pytest.mark.parametrize("key", [False, True], ids=["value", "key"])
+@pytest.mark.parametrize("place", HUGE_PLACES, ids=lambda p: ".".join(map(str, p)))
+def test_an_integer_over_4300_digits_in_a_mapping_is_a_config_error(
+    place: tuple[Any, ...], key: bool
+) -> None:
+    huge = 10**5000
+    data = at(place, huge, key=key)
+    with pytest.raises(ConfigError, match="an integer of more than 100 digits") as info:
+        load_config(data)
+    assert str(info.value).startswith("<config>: ")
+    shown = ".".join(f"[{p}]" if isinstance(p, int) else p for p in place).replace(".[", "[")
+    if not key:
+        assert f" at {shown}" in str(info.value)
+
+
+@pytest.mark.parametrize("key", [False, True], ids=["value", "key"])
+def test_the_policy_loader_refuses_a_huge_integer_in_a_mapping(key: bool) -> None:
+    data = at(("policy", "bindings", 0, "roles"), [10**5000], key=False)["policy"]
+    if key:
+        data = at(("policy", "roles", "admin"), 10**5000, key=True)["policy"]
+    with pytest.raises(ConfigError, match="an integer of more than 100 digits"):
+        load_policy(data)
+
+
+def test_messages_show_huge_integers_by_size_and_cut_long_values() -> None:
+    from iamscope._yaml import reject_unknown, shown
+
+    assert shown(10**5000) == "<an integer of about 5,001 digits>"
+    assert shown([10**5000]) == "<a list too large to show>"
+    assert shown("x" * 1000).endswith("…") and len(shown("x" * 1000)) == 80
+    assert shown(12) == "12"
+    with pytest.raises(ConfigError, match=r"unknown cache key <an integer of about 4,401"):
+        reject_unknown({-(10**4400): 1}, ["max_entries"], None, "cache")

@@ -16,7 +16,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from iamscope._yaml import did_you_mean, item_line, parse_text, read_text
+from iamscope._yaml import (
+    did_you_mean,
+    item_line,
+    key_text,
+    parse_text,
+    read_text,
+    reject_huge_integers,
+    shown,
+)
 from iamscope.errors import ConfigError, PlanUnsupported
 from iamscope.policy.model import (
     SINGLE_VALUED_CLAIMS,
@@ -79,7 +87,9 @@ def _mapping(
         for key in node:
             if key not in allowed:
                 raise ctx.fail(
-                    f"unknown {what} key {key!r}{did_you_mean(str(key), allowed)}", node, str(key)
+                    f"unknown {what} key {shown(key)}{did_you_mean(key, allowed)}",
+                    node,
+                    key_text(key),
                 )
     return node
 
@@ -126,6 +136,8 @@ def policy_from_mapping(
     issuers: Iterable[IssuerConfig] | None = None,
     source: str | None = None,
 ) -> Policy:
+    if source is None:  # a file's integers were bounded as its text was read
+        reject_huge_integers(data, what="policy")
     try:
         return _policy(data, issuers, source)
     except RecursionError:
@@ -163,9 +175,11 @@ def _attributes(ctx: _Ctx, node: Any) -> dict[str, AttributeSpec]:
     node = _mapping(ctx, node, "attributes")
     out = {}
     for name, spec in node.items():
-        ctx.at(node, str(name))
+        ctx.at(node, key_text(name))
         if not isinstance(name, str) or not _COLUMN.fullmatch(name):
-            raise ctx.fail(f"attribute name {name!r} must be an identifier", node, str(name))
+            raise ctx.fail(
+                f"attribute name {shown(name)} must be an identifier", node, key_text(name)
+            )
         spec = _mapping(
             ctx, spec if spec is not None else {}, f"attribute {name!r}", _ATTRIBUTE_KEYS
         )
@@ -193,9 +207,9 @@ def _roles(ctx: _Ctx, node: Any, attributes: Mapping[str, AttributeSpec]) -> dic
     node = _mapping(ctx, node, "roles")
     out = {}
     for name, spec in node.items():
-        ctx.at(node, str(name))
+        ctx.at(node, key_text(name))
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ctx.fail(f"role name {name!r} is not a valid name", node, str(name))
+            raise ctx.fail(f"role name {shown(name)} is not a valid name", node, key_text(name))
         spec = _mapping(ctx, spec if spec is not None else {}, f"role {name!r}", _ROLE_KEYS)
         permissions = _strings(ctx, spec.get("permissions", []), spec, "permissions")
         for permission in permissions:
@@ -219,7 +233,9 @@ def _role_rows(
     out = {}
     for dataset, spec in node.items():
         if not isinstance(dataset, str) or not _COLUMN.fullmatch(dataset):
-            raise ctx.fail(f"dataset name {dataset!r} must be an identifier", node, str(dataset))
+            raise ctx.fail(
+                f"dataset name {shown(dataset)} must be an identifier", node, key_text(dataset)
+            )
         if spec == "all":
             out[dataset] = RoleRows(all=True)
         elif spec == "none" or spec == []:
@@ -249,10 +265,10 @@ def _rule(ctx: _Ctx, node: Mapping[str, Any], attributes: Mapping[str, Attribute
             items.extend(_column(ctx, node, key, value, attributes))
         else:
             raise ctx.fail(
-                f"{key!r} is neither a column name nor one of {list(_COMBINATORS)}"
-                f"{did_you_mean(str(key), _COMBINATORS)}",
+                f"{shown(key)} is neither a column name nor one of {list(_COMBINATORS)}"
+                f"{did_you_mean(key, _COMBINATORS)}",
                 node,
-                str(key),
+                key_text(key),
             )
     return items[0] if len(items) == 1 else And(tuple(items))
 
@@ -312,9 +328,9 @@ def _operator(
 ) -> Condition:
     if op not in COMPARISONS:
         raise ctx.fail(
-            f"unknown operator {op!r} on {column!r}{did_you_mean(str(op), COMPARISONS)}",
+            f"unknown operator {shown(op)} on {column!r}{did_you_mean(op, COMPARISONS)}",
             node,
-            str(op),
+            key_text(op),
         )
     if op == "is_null":
         if not isinstance(operand, bool):
@@ -495,7 +511,7 @@ def _binding_claims(ctx: _Ctx, node: Mapping[str, Any], label: str) -> dict[str,
     out = {}
     for path, value in spec.items():
         if not isinstance(path, str) or not path:
-            raise ctx.fail(f"{label}: claim names must be strings", spec, str(path))
+            raise ctx.fail(f"{label}: claim names must be strings", spec, key_text(path))
         if isinstance(value, bool | int):
             value = str(value).lower() if isinstance(value, bool) else str(value)
         if value == []:
@@ -515,10 +531,10 @@ def _binding_attributes(
         decl = attributes.get(name)
         if decl is None:
             raise ctx.fail(
-                f"{label}: attribute {name!r} is not declared"
-                f"{did_you_mean(str(name), list(attributes))}",
+                f"{label}: attribute {shown(name)} is not declared"
+                f"{did_you_mean(name, list(attributes))}",
                 spec,
-                str(name),
+                key_text(name),
             )
         values = tuple(value) if isinstance(value, list) else (value,)
         if not values or not all(_is_scalar(v) for v in values):

@@ -141,8 +141,18 @@ def build_exporter(
     metrics: Metrics | None = None,
 ) -> SpanExporter | None:
     """The exporter the settings describe (None for ``none``). Reads tokens from the
-    environment now: a missing one is a ConfigError, not spans sent unauthenticated."""
+    environment now: a missing one is a ConfigError, not spans sent unauthenticated;
+    for settings read from a file, it names the file and the line."""
     env = os.environ if environ is None else environ
+    try:
+        return _build_exporter(settings, env, metrics)
+    except ConfigError as exc:
+        raise settings.locate(exc) from None
+
+
+def _build_exporter(
+    settings: TelemetrySettings, env: Mapping[str, str], metrics: Metrics | None
+) -> SpanExporter | None:
     if settings.exporter == "none":
         return None
     if settings.exporter == "console":
@@ -175,9 +185,12 @@ def _otlp_factory(
 
     def make(project: Project, name: str) -> SpanExporter:
         headers = _env_headers(env)
-        token = project_token(
-            "telemetry", name, project, lightstep=lightstep, header=header, env=env
-        )
+        try:
+            token = project_token(
+                "telemetry", name, project, lightstep=lightstep, header=header, env=env
+            )
+        except ConfigError as exc:  # the project's own line, not the block's
+            raise settings.locate(exc, project.line) from None
         if token is not None:
             headers[token[0]] = token[1]
         # The config's endpoint, then the standard variables, then the preset's own: a

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from iamscope._yaml import reject_unknown
+from iamscope._yaml import key_text, reject_unknown
 from iamscope.errors import ConfigError
 
 __all__ = ["HASH_KEY_ENV", "Project", "TelemetrySettings", "hash_key_from_env"]
@@ -60,6 +60,9 @@ class Project:
 
     token_env: str | None = None
     endpoint: str | None = None
+    #: Where the token is named in the file (its ``token_env``, else the project's own
+    #: line), for errors found when the variable is read; not part of the value.
+    line: int | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,20 @@ class TelemetrySettings:
     user_hash: bool = True
     enduser_id: bool = False
     strip_baggage: bool = False
+    #: The file these settings were read from, and the line of each key of the block:
+    #: a variable the file names is read later (by build_exporter), and its error should
+    #: still point into the file. Not part of the value.
+    source: str | None = field(default=None, compare=False)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def locate(self, exc: ConfigError, line: int | None = None) -> ConfigError:
+        """``exc`` naming the file these settings came from, at ``line`` (else its key's
+        line in the block, else the ``exporter`` line, which is why a token is needed);
+        ``exc`` itself for settings built in code, or when it names a file already."""
+        if self.source is None or exc.source is not None:
+            return exc
+        line = line or exc.line or self.lines.get(exc.key or "") or self.lines.get("exporter")
+        return ConfigError(exc.detail, source=self.source, line=line, key=exc.key)
 
     @classmethod
     def from_mapping(
@@ -109,6 +126,8 @@ class TelemetrySettings:
             user_hash=data.get("user_hash", True),
             enduser_id=data.get("enduser_id", False),
             strip_baggage=data.get("strip_baggage", False),
+            source=where,
+            lines=dict(lines),
         )
 
 
@@ -128,8 +147,11 @@ def projects_of(
         )
     team_lines = getattr(projects, "lines", {})
     named = {
-        str(team): _project(
-            spec, f"{prefix}projects.{team}", where, team_lines.get(team, lines.get("projects"))
+        key_text(team): _project(
+            spec,
+            f"{prefix}projects.{key_text(team)}",
+            where,
+            team_lines.get(team, lines.get("projects")),
         )
         for team, spec in projects.items()
     }
@@ -153,7 +175,8 @@ def _project(spec: Any, name: str, where: str | None, line: int | None) -> Proje
             raise ConfigError(
                 f"{name}.{key} must be a non-empty string", source=where, line=line_of, key=key
             )
-    return Project(token_env=spec.get("token_env"), endpoint=spec.get("endpoint"))
+    token_line = getattr(spec, "lines", {}).get("token_env", line)
+    return Project(token_env=spec.get("token_env"), endpoint=spec.get("endpoint"), line=token_line)
 
 
 def _or_empty(value: Any) -> Any:

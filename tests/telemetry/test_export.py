@@ -380,3 +380,91 @@ def test_no_project_is_ever_sent_another_project_s_key(monkeypatch: pytest.Monke
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "lightstep-access-token=default-secret")
     with pytest.raises(ConfigError, match="goes to every project"):
         build_exporter(TelemetrySettings.from_mapping(lightstep("http://127.0.0.1:9/v1/traces")))
+
+
+# --- errors found when the exporters are built name the file the settings came from ----
+
+TELEMETRY_FILE = """\
+issuers:
+  - {name: corp, issuer: https://corp.example, audience: api}
+telemetry:
+  exporter: lightstep
+  projects:
+    sales:
+      token_env: LS_TOKEN_SALES
+    search:
+      endpoint: http://search.example/v1/traces
+"""
+
+
+def test_a_missing_project_token_names_the_file_and_its_token_env_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iamscope.config import load_config
+
+    path = tmp_path / "iamscope.yaml"
+    path.write_text(
+        TELEMETRY_FILE.replace("    search:\n      endpoint: http://search.example/v1/traces\n", "")
+    )
+    monkeypatch.delenv("LS_TOKEN_SALES")
+    settings = load_config(path).telemetry
+    for build in (lambda: build_exporter(settings), lambda: configure(settings, set_global=False)):
+        with pytest.raises(ConfigError, match="LS_TOKEN_SALES is not set") as info:
+            build()
+        assert (info.value.source, info.value.line) == (str(path), 7)
+        assert str(info.value).startswith(f"{path}:7: telemetry projects.sales")
+
+
+def test_a_project_without_token_env_names_the_file_and_the_project_line(
+    tmp_path: Path,
+) -> None:
+    from iamscope.config import load_config
+
+    path = tmp_path / "iamscope.yaml"
+    path.write_text(TELEMETRY_FILE)
+    with pytest.raises(ConfigError, match="'token_env' is required") as info:
+        build_exporter(load_config(path).telemetry)
+    assert (info.value.source, info.value.line) == (str(path), 8)
+
+
+def test_a_missing_default_token_points_at_the_exporter_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iamscope.config import load_config
+
+    path = tmp_path / "iamscope.yaml"
+    path.write_text(TELEMETRY_FILE.split("  projects:")[0])  # lightstep: LS_ACCESS_TOKEN
+    monkeypatch.delenv("LS_ACCESS_TOKEN")
+    with pytest.raises(ConfigError, match="LS_ACCESS_TOKEN is not set") as info:
+        build_exporter(load_config(path).telemetry)
+    assert (info.value.source, info.value.line) == (str(path), 4)
+
+
+def test_settings_built_in_code_keep_the_config_placeholder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LS_TOKEN_SALES")
+    with pytest.raises(ConfigError) as info:
+        configure(lightstep("http://127.0.0.1:9/v1/traces"), set_global=False)
+    assert info.value.source is None and str(info.value).startswith("<config>: telemetry")
+
+
+def test_the_file_a_setting_came_from_is_not_part_of_its_value(tmp_path: Path) -> None:
+    from iamscope.config import load_config
+
+    path = tmp_path / "iamscope.yaml"
+    path.write_text(TELEMETRY_FILE)
+    loaded = load_config(path).telemetry
+    assert loaded.source == str(path)
+    assert loaded == TelemetrySettings.from_mapping(yaml_free(loaded))
+
+
+def yaml_free(settings: TelemetrySettings) -> dict[str, Any]:
+    """The settings as the mapping code would write."""
+    return {
+        "exporter": settings.exporter,
+        "projects": {
+            team: {k: v for k, v in (("token_env", p.token_env), ("endpoint", p.endpoint)) if v}
+            for team, p in settings.projects.items()
+        },
+    }
