@@ -88,7 +88,7 @@ from iamscope.gateway.otlp import (
 )
 from iamscope.gateway.settings import GatewaySettings
 from iamscope.telemetry.export import LIGHTSTEP_HTTP
-from iamscope.telemetry.settings import LIGHTSTEP_HEADER, Project, project_token
+from iamscope.telemetry.settings import LIGHTSTEP_HEADER, Project, locate, project_token
 from iamscope.web.asgi import IAMScopeMiddleware, Message, Receive, Scope, Send
 from iamscope.web.refusal import refuse_late
 
@@ -461,7 +461,11 @@ def _upstream(
         raise ConfigError(f"gateway {name}: no upstream endpoint", key="endpoint")
     headers = {"content-type": PROTOBUF}
     header = settings.token_header or (LIGHTSTEP_HEADER if lightstep else None)
-    token = project_token("gateway", name, project, lightstep=lightstep, header=header, env=env)
+    try:
+        token = project_token("gateway", name, project, lightstep=lightstep, header=header, env=env)
+    except ConfigError as exc:
+        where = (settings.source, settings.lines, project.line)
+        raise locate(exc, *where, fallback="upstream") from None
     if token is not None:
         headers[token[0]] = token[1]
     return _Upstream(url, headers)

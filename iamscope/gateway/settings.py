@@ -52,6 +52,10 @@ class GatewaySettings:
     max_reading: int | None = None
     body_timeout: float = 10.0  # seconds for a whole body (the OTLP exporters' default timeout)
     min_body_rate: float = 1024.0  # bytes/s on average after the first second; 0: none
+    #: The file these settings were read from and each key's line: a token variable the
+    #: file names is read when the gateway starts, and its error points into the file.
+    source: str | None = field(default=None, compare=False)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def sender_slots(self) -> int:
@@ -125,6 +129,8 @@ class GatewaySettings:
             max_reading=data.get("max_reading"),
             body_timeout=_seconds(data.get("body_timeout", defaults.body_timeout)),
             min_body_rate=_seconds(data.get("min_body_rate", defaults.min_body_rate)),
+            source=where,
+            lines=dict(lines),
         )
 
 

@@ -85,12 +85,8 @@ class TelemetrySettings:
 
     def locate(self, exc: ConfigError, line: int | None = None) -> ConfigError:
         """``exc`` naming the file these settings came from, at ``line`` (else its key's
-        line in the block, else the ``exporter`` line, which is why a token is needed);
-        ``exc`` itself for settings built in code, or when it names a file already."""
-        if self.source is None or exc.source is not None:
-            return exc
-        line = line or exc.line or self.lines.get(exc.key or "") or self.lines.get("exporter")
-        return ConfigError(exc.detail, source=self.source, line=line, key=exc.key)
+        line in the block, else the ``exporter`` line, which is why a token is needed)."""
+        return locate(exc, self.source, self.lines, line, fallback="exporter")
 
     @classmethod
     def from_mapping(
@@ -183,6 +179,24 @@ def _or_empty(value: Any) -> Any:
     """An absent or empty (``key:`` with nothing after it) block is an empty mapping;
     anything else, falsy or not, is checked as it is."""
     return {} if value is None else value
+
+
+def locate(
+    exc: ConfigError,
+    source: str | None,
+    lines: Mapping[str, int],
+    line: int | None = None,
+    *,
+    fallback: str,
+) -> ConfigError:
+    """``exc`` (raised when a block's values are used, e.g. a variable it names is read)
+    naming the file the block came from, at ``line``, else its key's line in ``lines``,
+    else the ``fallback`` key's line; ``exc`` itself for a block built in code, or when
+    it names a file already. Shared by the telemetry and gateway blocks."""
+    if source is None or exc.source is not None:
+        return exc
+    line = line or exc.line or lines.get(exc.key or "") or lines.get(fallback)
+    return ConfigError(exc.detail, source=source, line=line, key=exc.key)
 
 
 def project_token(

@@ -447,24 +447,56 @@ def test_gateway_settings_are_checked() -> None:
     assert (GatewaySettings().sender_slots, GatewaySettings().reading_slots) == (16, 128)
 
 
+#: A config file's first six lines, up to the gateway's endpoint.
+GATEWAY_FILE = (
+    "issuers:\n"
+    "  - {name: corp, issuer: https://idp.example, audience: api://x,\n"
+    "     jwks_uri: https://idp.example/keys}\n"
+    "policy: {version: '1', roles: {}, bindings: []}\n"
+    "gateway:\n"
+    "  endpoint: http://collector.internal:4318/v1/traces\n"
+)
+
+
 def test_a_misspelt_limit_in_the_file_names_its_line_and_the_key(tmp_path: Any) -> None:
     from iamscope.config import load_config
 
-    text = (
-        "issuers:\n"
-        "  - {name: corp, issuer: https://idp.example, audience: api://x,\n"
-        "     jwks_uri: https://idp.example/keys}\n"
-        "policy: {version: '1', roles: {}, bindings: []}\n"
-        "gateway:\n"
-        "  endpoint: http://collector.internal:4318/v1/traces\n"
-        "  body_timout: 5\n"
-    )
+    text = GATEWAY_FILE + "  body_timout: 5\n"
     path = tmp_path / "gateway.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.line == 7 and str(path) in str(info.value)
     assert "did you mean 'body_timeout'" in str(info.value)
+
+
+def test_a_token_variable_missing_at_start_names_the_file_and_its_line(
+    iam: IAMScope, tmp_path: Any
+) -> None:
+    """The variable is read when the gateway starts, long after the file was loaded:
+    the error still points at the ``token_env`` line (``<config>`` only for settings
+    built in code)."""
+    import yaml
+
+    from iamscope.config import load_config
+
+    text = (
+        GATEWAY_FILE + "  token_header: x-token\n"
+        "  projects:\n"
+        "    checkout:\n"
+        "      token_env: TOK_CHECKOUT\n"
+    )
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    loaded = load_config(path).gateway
+    assert loaded is not None
+    with pytest.raises(ConfigError, match="TOK_CHECKOUT is not set") as info:
+        OTLPGateway(iam, loaded, environ={})
+    assert info.value.source == str(path) and info.value.line == 10, str(info.value)
+    with pytest.raises(ConfigError, match="TOK_CHECKOUT is not set") as info:
+        in_code = GatewaySettings.from_mapping(yaml.safe_load(text)["gateway"])
+        OTLPGateway(iam, in_code, environ={})
+    assert info.value.source is None and str(info.value).startswith("<config>")
 
 
 def held_upstream(iam: IAMScope, **kw: Any) -> tuple[OTLPGateway, asyncio.Event, httpx.AsyncClient]:
