@@ -20,7 +20,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
@@ -31,6 +31,7 @@ from iamscope._fork import after_fork
 from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access
+from iamscope.telemetry.spans import compact_attributes
 from iamscope.tokens.principal import Principal
 
 __all__ = [
@@ -171,31 +172,11 @@ class _Shared:
         if found is None:
             if len(values) >= self.LIMIT:
                 values.clear()
-            fresh: Mapping[str, Any]
+            fresh: Mapping[str, Any] = {name: self(v) for name, v in mapping.items()}
             if isinstance(mapping, MappingProxyType):
-                fresh = MappingProxyType({name: self(v) for name, v in mapping.items()})
-            else:
-                fresh = _key_sharing_dict((name, self(v)) for name, v in mapping.items())
+                fresh = MappingProxyType(fresh)
             found = values.setdefault(key, fresh)
         return found
-
-
-class _KeySharing:
-    """Never used for itself: its instances' ``__dict__`` are what :func:`_key_sharing_dict`
-    hands out."""
-
-
-def _key_sharing_dict(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """A plain dict that keeps only its values: CPython gives the instances of one class
-    key-sharing dicts (one key table for all of them). For span attributes, one mapping
-    per cached token with the same few keys, that is 145 bytes instead of 281 (six
-    keys); anywhere else (other keys, another order, another interpreter) it is simply a
-    dict."""
-    holder = _KeySharing()
-    for name, value in items:
-        setattr(holder, name, value)
-    found: dict[str, Any] = holder.__dict__
-    return found
 
 
 class TokenCache:
@@ -278,7 +259,9 @@ class TokenCache:
             revocations=checked,
             principal=self.compact(principal),
             access=access,
-            attributes=None if attributes is None else self._share.mapping(attributes),
+            attributes=(
+                None if attributes is None else compact_attributes(attributes, self._share.mapping)
+            ),
         )
         self._store(self.allowed, key, entry, self.settings.max_entries)
         return entry

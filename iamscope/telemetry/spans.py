@@ -3,8 +3,9 @@ request.
 
 The identity attributes of a principal (``user.hash``, ``user.roles``, issuer, kind,
 owner team, policy version) are built once, when its token is first verified, and
-cached with it: a cache hit only adds the three per-request attributes (decision,
-decision id, cache). Nothing here reads identity from inbound baggage or headers: it
+cached with it (:func:`compact_attributes`: the part identities have in common is one
+dict for all of them): a cache hit only adds the three per-request attributes
+(decision, decision id, cache). Nothing here reads identity from inbound baggage or headers: it
 comes only from the verified token (a refusal's own span takes just the caller's trace
 context from the headers, as any server instrumentation does).
 
@@ -20,7 +21,7 @@ import importlib.metadata
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +43,10 @@ if TYPE_CHECKING:
 __all__ = [
     "FAST_PATH_ENV",
     "FAST_PATH_SDK",
+    "CachedAttributes",
     "OwnershipSpanProcessor",
     "TraceOwners",
+    "compact_attributes",
     "identity_attributes",
     "refusal_span",
     "sdk_version_supported",
@@ -86,6 +89,66 @@ def identity_attributes(
     if access.owner is not None:
         attributes[OWNER] = access.owner
     return attributes
+
+
+#: The attributes that name one identity: whatever else :func:`identity_attributes`
+#: writes, every identity with the same issuer, kind, roles, owner and policy has too.
+_OWN = (USER_HASH, ENDUSER_ID)
+
+
+class CachedAttributes(Mapping[str, AttributeValue]):
+    """A cached identity's span attributes without a dict of their own: the part it
+    shares with every identity alike (one dict for all of them) and its one attribute
+    of its own (``user.hash``; ``enduser.id`` when that alone is on). At 100k cached
+    tokens a dict each was the largest single item of an entry (~120 bytes); this is
+    56. Read-only, as the dict it replaces was to everyone but the cache."""
+
+    __slots__ = ("name", "shared", "value")
+
+    def __init__(self, shared: Attributes, name: str, value: AttributeValue) -> None:
+        self.shared = shared  # never holds ``name``: compact_attributes split it off
+        self.name = name
+        self.value = value
+
+    def __getitem__(self, key: str) -> AttributeValue:
+        if key == self.name:
+            return self.value
+        return self.shared[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.shared
+        yield self.name
+
+    def __len__(self) -> int:
+        return len(self.shared) + 1
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_plain(self)!r})"
+
+
+def compact_attributes(
+    attributes: Attributes, share: Callable[[Attributes], Attributes]
+) -> Attributes:
+    """``attributes`` (:func:`identity_attributes`) as a cache entry keeps them: what
+    identities have in common through ``share``, which hands back one equal mapping
+    for all of them, and an identity's own value beside it. Equal to ``attributes``."""
+    own = [(name, attributes[name]) for name in _OWN if name in attributes]
+    if not own:
+        return share(attributes)
+    shared = share({name: v for name, v in attributes.items() if name not in _OWN})
+    if len(own) == 1:
+        return CachedAttributes(shared, *own[0])
+    return {**shared, **dict(own)}  # both: enduser.id is opt-in (PII), so rare
+
+
+def _plain(attributes: Attributes) -> dict[str, AttributeValue]:
+    """A new dict equal to ``attributes`` (a :class:`CachedAttributes`' two parts copied
+    in C, not read key by key through the Mapping methods)."""
+    if type(attributes) is CachedAttributes:
+        copied = {**attributes.shared}
+        copied[attributes.name] = attributes.value
+        return copied
+    return {**attributes}
 
 
 def _write_verdict(attributes: dict[str, AttributeValue], decision: Decision) -> None:
@@ -195,7 +258,11 @@ def put(span: trace.Span | Span, attributes: Attributes, verdict: Decision | Non
                         # path takes any write that might evict, and evicts as the SDK does.
                         room = len(attributes) + (4 if verdict is not None else 0)
                         if maxlen is None or len(values) + room <= maxlen:
-                            values.update(attributes)
+                            if type(attributes) is CachedAttributes:
+                                values.update(attributes.shared)
+                                values[attributes.name] = attributes.value
+                            else:
+                                values.update(attributes)
                             if verdict is not None:
                                 _write_verdict(values, verdict)
                             return
@@ -209,7 +276,7 @@ def put(span: trace.Span | Span, attributes: Attributes, verdict: Decision | Non
             put(span, attributes, verdict)
             return
     if verdict is not None:  # one set_attributes call: each costs a lock and a check
-        attributes = {**attributes}
+        attributes = _plain(attributes)
         _write_verdict(attributes, verdict)
     span.set_attributes(attributes)
 
@@ -326,10 +393,9 @@ class OwnershipSpanProcessor(SpanProcessor):
             return
         last = self._last  # one request's spans in a row share one dict
         if last[0] != decision.seq:
-            last = self._last = (
-                decision.seq,
-                {**decision.attributes, DECISION_ID: decision.decision_id},
-            )
+            attributes = _plain(decision.attributes)
+            attributes[DECISION_ID] = decision.decision_id
+            last = self._last = (decision.seq, attributes)
         put(span, last[1])
         access = decision.access
         if self._owners.active and access is not None and access.owner is not None:

@@ -12,6 +12,7 @@ from iamscope.engine.cache import CacheSettings, InMemoryRevocations, TokenCache
 from iamscope.errors import ConfigError, SignatureInvalid
 from iamscope.policy.access import Access
 from iamscope.policy.traces import TraceScope
+from iamscope.telemetry.spans import CachedAttributes
 from iamscope.tokens.principal import Principal
 from tests.conftest import FakeClock
 
@@ -152,3 +153,36 @@ def test_entries_keep_no_claims_and_share_what_tokens_have_in_common() -> None:
     assert dict(alice.attributes) == {"region": ("east",)}
     assert entries[0].attributes is entries[1].attributes  # one span-attribute mapping
     assert cache.get(b"alice", 1) is entries[0]
+
+
+def test_span_attributes_keep_one_dict_for_what_identities_share() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    entries = []
+    for subject in ("alice", "bob"):
+        attributes = {
+            "iamscope.issuer": "corp",
+            "user.roles": ("analyst",),
+            "user.hash": f"hash-of-{subject}",
+            "iamscope.owner.team": "sales",
+        }
+        entry = cache.put_allowed(
+            subject.encode(), principal(clock, subject=subject), ACCESS, 1, attributes
+        )
+        assert entry.attributes == attributes and dict(entry.attributes) == attributes
+        entries.append(entry.attributes)
+    alice, bob = entries
+    assert isinstance(alice, CachedAttributes) and isinstance(bob, CachedAttributes)
+    assert alice.shared is bob.shared and "user.hash" not in alice.shared
+    assert (alice["user.hash"], bob.get("user.hash")) == ("hash-of-alice", "hash-of-bob")
+    assert len(alice) == 4 and "iamscope.owner.team" in alice and "enduser.id" not in alice
+    assert alice.get("enduser.id") is None
+
+
+def test_span_attributes_with_two_values_of_their_own_stay_whole() -> None:
+    # enduser.id (opt-in) beside user.hash: an identity's own dict, equal all the same.
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    attributes = {"iamscope.issuer": "corp", "user.hash": "h", "enduser.id": "alice"}
+    entry = cache.put_allowed(b"k", principal(clock), ACCESS, 1, attributes)
+    assert type(entry.attributes) is dict and entry.attributes == attributes
