@@ -152,6 +152,7 @@ def _plain(attributes: Attributes) -> dict[str, AttributeValue]:
 
 
 def _write_verdict(attributes: dict[str, AttributeValue], decision: Decision) -> None:
+    # put()'s fast path writes the same, inlined; the tests run both paths and compare.
     attributes[DECISION] = "allow" if decision.allowed else "deny"
     attributes[DECISION_ID] = decision.decision_id
     attributes[CACHE] = decision.cache
@@ -254,17 +255,23 @@ def put(span: trace.Span | Span, attributes: Attributes, verdict: Decision | Non
                     try:
                         values = bounded._dict
                         maxlen = bounded.maxlen
+                        # A cached identity's two parts are read directly: through its
+                        # Mapping methods, len() and update() run in Python.
+                        own = attributes if type(attributes) is CachedAttributes else None
+                        shared = attributes if own is None else own.shared
                         # Counted as all new (at most 4 verdict attributes): the public
                         # path takes any write that might evict, and evicts as the SDK does.
-                        room = len(attributes) + (4 if verdict is not None else 0)
+                        room = len(shared) + (own is not None) + (verdict is not None) * 4
                         if maxlen is None or len(values) + room <= maxlen:
-                            if type(attributes) is CachedAttributes:
-                                values.update(attributes.shared)
-                                values[attributes.name] = attributes.value
-                            else:
-                                values.update(attributes)
-                            if verdict is not None:
-                                _write_verdict(values, verdict)
+                            values.update(shared)
+                            if own is not None:
+                                values[own.name] = own.value
+                            if verdict is not None:  # _write_verdict, inlined: a call less
+                                values[DECISION] = "allow" if verdict.allowed else "deny"
+                                values[DECISION_ID] = verdict.decision_id
+                                values[CACHE] = verdict.cache
+                                if verdict.error is not None:
+                                    values[CODE] = verdict.error.code
                             return
                     finally:
                         dict_lock.release()
@@ -350,10 +357,12 @@ def _sdk_span_type() -> type | None:
 
 def tag(span: trace.Span, decision: Decision, owners: TraceOwners = trace_owners) -> None:
     """Put the decision on a recording server span (contract 5)."""
-    put(span, decision.attributes or _NO_ATTRIBUTES, decision)
-    access = decision.access
-    if owners.active and access is not None and access.owner is not None:
-        owners.claim(span.get_span_context().trace_id, access.owner)
+    attributes = decision.attributes  # no truth test: a CachedAttributes' len() is Python
+    put(span, _NO_ATTRIBUTES if attributes is None else attributes, decision)
+    if owners.active:
+        access = decision.access
+        if access is not None and access.owner is not None:
+            owners.claim(span.get_span_context().trace_id, access.owner)
 
 
 # Set once the ownership processor has put a verdict on a server span started inside a
@@ -377,7 +386,7 @@ class OwnershipSpanProcessor(SpanProcessor):
     """
 
     def __init__(self, owners: TraceOwners = trace_owners) -> None:
-        self._last: tuple[int, Attributes] = (0, {})
+        self._last: tuple[int, Attributes | None] = (0, None)
         self._owners = owners
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -389,14 +398,13 @@ class OwnershipSpanProcessor(SpanProcessor):
             if not _inner_server_spans.is_set():
                 _inner_server_spans.set()
             return
-        if not decision.attributes:
-            return
         last = self._last  # one request's spans in a row share one dict
         if last[0] != decision.seq:
-            attributes = _plain(decision.attributes)
-            attributes[DECISION_ID] = decision.decision_id
-            last = self._last = (decision.seq, attributes)
-        put(span, last[1])
+            last = self._last = (decision.seq, _stamp(decision))
+        stamp = last[1]
+        if stamp is None:
+            return
+        put(span, stamp)
         access = decision.access
         if self._owners.active and access is not None and access.owner is not None:
             self._owners.claim_span(span.get_span_context().span_id, access.owner)
@@ -409,6 +417,17 @@ class OwnershipSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
+
+
+def _stamp(decision: Decision) -> Attributes | None:
+    """What the spans inside a request carry: its identity and decision id (None: no
+    identity, nothing to stamp). Built once a request, so a span's only test is None."""
+    attributes = decision.attributes
+    if not attributes:
+        return None
+    stamp = _plain(attributes)
+    stamp[DECISION_ID] = decision.decision_id
+    return stamp
 
 
 def strip_inbound_baggage() -> Token[Context] | None:
