@@ -3,13 +3,14 @@
 Real tokens all the way: a ``LocalIssuer`` mints 100k EdDSA tokens (distinct ``sub``
 and ``jti``, one group; ``iss``, ``aud``, ``iat``, ``exp``) before anything is measured.
 An entry keeps no claims (``TokenCache.compact``), so a token's size matters little; what
-each holds of its own is its digest, subject, ``jti``, times and ``user.hash``.
+each holds of its own is its digest, subject, ``jti``, times and ``user.hash`` (an entry is
+its compact ``Principal``; its span attributes share one dict with every identity alike).
 An ``IAMScope`` (defaults, but audit to a sink that drops events and a cache sized not
 to evict) fetches the keys and resolves the group's Access once; the issuer is then
 stopped. With ``tracemalloc`` tracing, every token goes through ``IAMScope.decide``,
 the path of a cache miss: verification, mapping to a ``Principal``, policy resolution
 (the Access is interned, so all entries share one), span attributes and
-``TokenCache.put_allowed`` (which keeps a compact principal). Transient garbage is
+``TokenCache.put_allowed`` (whose entry is the compact principal). Transient garbage is
 collected; what is still allocated afterwards, divided by the number of tokens, is the
 figure, broken down by the source file that allocated it. The signature algorithm does
 not change what is held (the signature is not kept); EdDSA only makes minting and
