@@ -3,13 +3,14 @@
 Real tokens all the way: a ``LocalIssuer`` mints 100k EdDSA tokens (distinct ``sub``
 and ``jti``, one group; ``iss``, ``aud``, ``iat``, ``exp``) before anything is measured.
 An entry keeps no claims (``TokenCache.compact``), so a token's size matters little; what
-each holds of its own is its digest, subject, ``jti``, times and ``user.hash``.
+each holds of its own is its digest, subject, ``jti``, times and ``user.hash`` (an entry is
+its compact ``Principal``; its span attributes share one dict with every identity alike).
 An ``IAMScope`` (defaults, but audit to a sink that drops events and a cache sized not
 to evict) fetches the keys and resolves the group's Access once; the issuer is then
 stopped. With ``tracemalloc`` tracing, every token goes through ``IAMScope.decide``,
 the path of a cache miss: verification, mapping to a ``Principal``, policy resolution
 (the Access is interned, so all entries share one), span attributes and
-``TokenCache.put_allowed`` (which keeps a compact principal). Transient garbage is
+``TokenCache.put_allowed`` (whose entry is the compact principal). Transient garbage is
 collected; what is still allocated afterwards, divided by the number of tokens, is the
 figure, broken down by the source file that allocated it. The signature algorithm does
 not change what is held (the signature is not kept); EdDSA only makes minting and
@@ -88,7 +89,7 @@ def measure(count: int) -> tuple[float, dict[str, tuple[int, int]], int]:
         raise SystemExit(f"expected {count + 1} cached tokens, found {len(entries)}")
     if len({id(e.access) for e in entries}) != 1:
         raise SystemExit("cached entries do not share one Access object")
-    if len({id(e.principal) for e in entries}) != count + 1:
+    if len({id(e) for e in entries}) != count + 1:  # an entry is its token's Principal
         raise SystemExit("expected one Principal per token")
     held: Counter[str] = Counter()
     blocks: Counter[str] = Counter()

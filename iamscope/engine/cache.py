@@ -20,10 +20,10 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import FrozenInstanceError, dataclass
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from opentelemetry.util.types import AttributeValue
 
@@ -31,6 +31,7 @@ from iamscope._fork import after_fork
 from iamscope._yaml import reject_unknown
 from iamscope.errors import ConfigError, IAMScopeError
 from iamscope.policy.access import Access
+from iamscope.telemetry.spans import compact_attributes
 from iamscope.tokens.principal import Principal
 
 __all__ = [
@@ -121,20 +122,45 @@ class InMemoryRevocations:
         )
 
 
-@dataclass(slots=True)
-class Entry:
-    """A cached decision. ``error`` set: a cached rejection."""
+class Entry(Principal):
+    """A cached allowed decision, which is also the compact principal (see
+    :meth:`TokenCache.compact`) that every hit carries: one object a token rather than
+    an entry holding a principal (48 bytes fewer a token). To everyone else it is the
+    Principal: not a dataclass of its own, so ``dataclasses.fields``, ``asdict`` and its
+    repr show the principal's fields only, and those stay frozen."""
 
-    expires_at: float
+    __slots__ = ("access", "generation", "revocations", "span_attributes", "until")
+
+    #: When the cache forgets it: the token's ``exp`` or the TTL cap, whichever is first.
+    until: float
     generation: int
     revocations: int
-    principal: Principal | None = None
-    access: Access | None = None
-    error: IAMScopeError | None = None
-    attributes: Mapping[str, AttributeValue] | None = None  # span attributes (contract 5)
+    access: Access
+    #: Its span attributes (contract 5); ``attributes`` are the principal's own.
+    span_attributes: Mapping[str, AttributeValue] | None
+    error: ClassVar[None] = None  # a rejection is a Rejected
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Principal's frozen __setattr__ raises for a subclass's own fields too: on
+        # CPython 3.11 its super() call fails for a slots dataclass. Ours go straight in.
+        if name not in Entry.__slots__:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+        object.__setattr__(self, name, value)
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A cached rejection."""
+
+    until: float
+    generation: int
+    revocations: int
+    error: IAMScopeError
 
 
 _H = TypeVar("_H", bound=Hashable)
+_P = TypeVar("_P", bound=Principal)
+_E = TypeVar("_E", Entry, Rejected)
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -171,31 +197,11 @@ class _Shared:
         if found is None:
             if len(values) >= self.LIMIT:
                 values.clear()
-            fresh: Mapping[str, Any]
+            fresh: Mapping[str, Any] = {name: self(v) for name, v in mapping.items()}
             if isinstance(mapping, MappingProxyType):
-                fresh = MappingProxyType({name: self(v) for name, v in mapping.items()})
-            else:
-                fresh = _key_sharing_dict((name, self(v)) for name, v in mapping.items())
+                fresh = MappingProxyType(fresh)
             found = values.setdefault(key, fresh)
         return found
-
-
-class _KeySharing:
-    """Never used for itself: its instances' ``__dict__`` are what :func:`_key_sharing_dict`
-    hands out."""
-
-
-def _key_sharing_dict(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """A plain dict that keeps only its values: CPython gives the instances of one class
-    key-sharing dicts (one key table for all of them). For span attributes, one mapping
-    per cached token with the same few keys, that is 145 bytes instead of 281 (six
-    keys); anywhere else (other keys, another order, another interpreter) it is simply a
-    dict."""
-    holder = _KeySharing()
-    for name, value in items:
-        setattr(holder, name, value)
-    found: dict[str, Any] = holder.__dict__
-    return found
 
 
 class TokenCache:
@@ -220,7 +226,7 @@ class TokenCache:
         #: Allowed entries. Read without the lock by the engine's hit path (a dict read is
         #: atomic under the GIL); changed in place only, never replaced.
         self.allowed: dict[bytes, Entry] = {}
-        self._negative: dict[bytes, Entry] = {}
+        self._negative: dict[bytes, Rejected] = {}
         self._share = _Shared()
         self._lock = threading.Lock()
         # The key refresher thread evicts under this lock: a fork must not inherit it held.
@@ -232,25 +238,25 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self.allowed)
 
-    def get(self, key: bytes, generation: int) -> Entry | None:
-        entry = self.allowed.get(key)
+    def get(self, key: bytes, generation: int) -> Entry | Rejected | None:
+        entry: Entry | Rejected | None = self.allowed.get(key)
         if entry is None:
             entry = self._negative.get(key)
             if entry is None:
                 return None
         now = self.clock()
-        if entry.expires_at <= now or entry.generation != generation:
+        if entry.until <= now or entry.generation != generation:
             self._drop(key, entry)
             return None
         # The version is read once: one read after the check could be a revocation
         # that landed during it, marking this entry checked against it when it was not.
         version = self.revocations.version
         if entry.revocations != version:
-            if entry.principal is not None:
+            if type(entry) is Entry:
                 try:
-                    revoked = self.revocations.is_revoked(entry.principal)
+                    revoked = self.revocations.is_revoked(entry)
                 except IAMScopeError as exc:  # a shared store out of reach: fail closed
-                    return Entry(entry.expires_at, generation, version, error=exc)
+                    return Rejected(entry.until, generation, version, exc)
                 if revoked:
                     self._drop(key, entry)
                     return None
@@ -266,19 +272,19 @@ class TokenCache:
         attributes: Mapping[str, AttributeValue] | None = None,
         revocations_checked: int | None = None,
     ) -> Entry:
-        """Cache an allowed identity, :meth:`compact`; the entry holds the principal and
-        span attributes decisions should carry from now on. ``revocations_checked``: the
-        revocation store's version read *before* the principal was checked against it
-        (default: now)."""
+        """Cache an allowed identity, :meth:`compact`: the entry is the principal
+        decisions should carry from now on, and holds their span attributes.
+        ``revocations_checked``: the revocation store's version read *before* the
+        principal was checked against it (default: now)."""
         now = self.clock()
         checked = self.revocations.version if revocations_checked is None else revocations_checked
-        entry = Entry(
-            expires_at=min(principal.expires_at, now + self.settings.max_ttl),
-            generation=generation,
-            revocations=checked,
-            principal=self.compact(principal),
-            access=access,
-            attributes=None if attributes is None else self._share.mapping(attributes),
+        entry = self._compact(Entry, principal)
+        entry.until = min(principal.expires_at, now + self.settings.max_ttl)
+        entry.generation = generation
+        entry.revocations = checked
+        entry.access = access
+        entry.span_attributes = (
+            None if attributes is None else compact_attributes(attributes, self._share.mapping)
         )
         self._store(self.allowed, key, entry, self.settings.max_entries)
         return entry
@@ -288,8 +294,11 @@ class TokenCache:
         raw claim values, which resolved before it was cached; a request that needs them
         must verify the token itself) or its issue time, and with the values many tokens
         share (issuer URL, groups, audience, key ids...) shared."""
+        return self._compact(Principal, principal)
+
+    def _compact(self, kind: type[_P], principal: Principal) -> _P:
         share = self._share
-        return Principal(
+        return kind(
             issuer=principal.issuer,
             issuer_url=share(principal.issuer_url),
             subject=principal.subject,
@@ -309,29 +318,25 @@ class TokenCache:
 
     def put_rejected(
         self, key: bytes, error: IAMScopeError, generation: int, ttl: float | None = None
-    ) -> Entry:
+    ) -> Rejected:
         """Cache a rejection for ``negative_ttl`` (or ``ttl``, when shorter)."""
         lifetime = (
             self.settings.negative_ttl if ttl is None else min(ttl, self.settings.negative_ttl)
         )
-        entry = Entry(
-            expires_at=self.clock() + lifetime,
-            generation=generation,
-            revocations=self.revocations.version,
-            error=error,
-        )
+        entry = Rejected(self.clock() + lifetime, generation, self.revocations.version, error)
         self._store(self._negative, key, entry, self.settings.max_negative)
         return entry
 
-    def _store(self, table: dict[bytes, Entry], key: bytes, entry: Entry, limit: int) -> None:
+    def _store(self, table: dict[bytes, _E], key: bytes, entry: _E, limit: int) -> None:
         with self._lock:
             table.pop(key, None)
             while len(table) >= limit:
                 del table[next(iter(table))]  # oldest first: dicts keep insertion order
             table[key] = entry
 
-    def _drop(self, key: bytes, entry: Entry) -> None:
+    def _drop(self, key: bytes, entry: Entry | Rejected) -> None:
         with self._lock:
+            table: dict[bytes, Entry] | dict[bytes, Rejected]
             for table in (self.allowed, self._negative):
                 if table.get(key) is entry:
                     del table[key]
@@ -343,9 +348,7 @@ class TokenCache:
             gone = [
                 key
                 for key, entry in self.allowed.items()
-                if (principal := entry.principal) is not None
-                and principal.key_thumbprint in thumbprints
-                and principal.issuer == issuer
+                if entry.key_thumbprint in thumbprints and entry.issuer == issuer
             ]
             for key in gone:
                 del self.allowed[key]
@@ -368,9 +371,7 @@ class TokenCache:
             doomed = [
                 key
                 for key, entry in self.allowed.items()
-                if entry.principal is not None
-                and entry.principal.issuer == issuer
-                and entry.principal.subject == subject
+                if entry.issuer == issuer and entry.subject == subject
             ]
             for key in doomed:
                 del self.allowed[key]

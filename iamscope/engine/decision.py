@@ -38,7 +38,7 @@ class Decision(NamedTuple):
     @property
     def decision_id(self) -> str:
         """Links the HTTP answer, the audit event and the span."""
-        return _format_id(self.seq)
+        return _ID_FORMAT % self.seq  # not through _format_id(): a call less per span
 
 
 request_decision: contextvars.ContextVar[Decision | None] = contextvars.ContextVar(
@@ -56,8 +56,9 @@ def current() -> Access | None:
 # Decision ids: a random per-process prefix and a counter. Unique, cheap (no uuid4 on
 # the hot path), and meaningless to anyone who sees one. A decision holds only the
 # counter; the id string is formatted when someone reads it (an answer, an audit event,
-# a span), which a summarised cache hit never does.
-_ID_PREFIX = os.urandom(6).hex()
+# a span), which a summarised cache hit never does. The prefix is built into a "%"
+# format: 135 ns an id against an f-string's 175 (CPython 3.11), once per tagged request.
+_ID_FORMAT = os.urandom(6).hex() + "%010x"
 _ids = itertools.count(1)
 #: The next decision's ``seq``. Rebound in a forked child, so callers look it up on this
 #: module at each call (``decision.next_seq()``), never bind it by name.
@@ -66,8 +67,8 @@ next_seq = _ids.__next__
 
 def _reseed_ids() -> None:
     """A forked worker (gunicorn --preload) must not repeat its parent's ids."""
-    global _ID_PREFIX, _ids, next_seq
-    _ID_PREFIX = os.urandom(6).hex()
+    global _ID_FORMAT, _ids, next_seq
+    _ID_FORMAT = os.urandom(6).hex() + "%010x"
     _ids = itertools.count(1)
     next_seq = _ids.__next__
 
@@ -76,7 +77,7 @@ os.register_at_fork(after_in_child=_reseed_ids)
 
 
 def _format_id(seq: int) -> str:
-    return f"{_ID_PREFIX}{seq:010x}"
+    return _ID_FORMAT % seq
 
 
 def new_decision_id() -> str:

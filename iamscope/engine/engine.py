@@ -245,12 +245,12 @@ class IAMScope:
             entry is None
             or entry.generation != self.policy.generation
             or entry.revocations != self._revocations.version
-            or entry.expires_at <= self.clock()
+            or entry.until <= self.clock()
         ):
             return None
         return _tuple_new(
             Decision,
-            (True, ids.next_seq(), "hit", entry.access, entry.principal, None, entry.attributes),
+            (True, ids.next_seq(), "hit", entry.access, entry, None, entry.span_attributes),
         )
 
     def hit(self, headers: Headers, method: str = "GET", path: str = "/") -> Decision | None:
@@ -395,7 +395,7 @@ class IAMScope:
         if entry.error is not None:
             return Decision(False, ids.next_seq(), "hit", error=entry.error)
         return Decision(
-            True, ids.next_seq(), "hit", entry.access, entry.principal, None, entry.attributes
+            True, ids.next_seq(), "hit", entry.access, entry, None, entry.span_attributes
         )
 
     def _verify(self, key: bytes, verify: Callable[[], Principal]) -> Decision:
@@ -447,10 +447,8 @@ class IAMScope:
         if thumbprint is not None and not self.core.keys.holds(principal.issuer, thumbprint):
             # Its key retired while it was verified (after the cache's eviction scan).
             self.cache.discard(key)
-        # The entry's principal, as every later hit will carry it (its claims are gone).
-        return Decision(
-            True, ids.next_seq(), "miss", access, entry.principal, None, entry.attributes
-        )
+        # The entry, the principal every later hit will carry (its claims are gone).
+        return Decision(True, ids.next_seq(), "miss", access, entry, None, entry.span_attributes)
 
     def _verified(self, started: float, decision: Decision) -> None:
         code = decision.error.code if decision.error is not None else None

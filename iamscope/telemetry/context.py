@@ -12,6 +12,7 @@ the tests run both (:func:`use_fast_path`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -56,14 +57,23 @@ def use_fast_path(enabled: bool = True) -> bool:
     return True
 
 
+#: The classes already seen to be spans. isinstance() against the API's Span, an ABC,
+#: runs ABCMeta.__instancecheck__ in Python: 0.13 µs a request, against 0.02 for a set
+#: lookup. A class stays a subclass once it is one; a process has a handful of them.
+_span_classes: set[type] = set()
+
+
 def recording_span() -> trace.Span | None:
     """The current span if it is recording, else None."""
-    span = _current().get(_SPAN_KEY)
+    span: Any = _current().get(_SPAN_KEY)  # a span once its class is known: no cast() call
     if span is None:
         return None
-    if isinstance(span, trace.Span) and span.is_recording():
-        return span
-    return None
+    kind = type(span)
+    if kind not in _span_classes:
+        if not isinstance(span, trace.Span):
+            return None
+        _span_classes.add(kind)
+    return span if span.is_recording() else None
 
 
 use_fast_path()

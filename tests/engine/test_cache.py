@@ -6,13 +6,20 @@ cache, with an injected clock.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from iamscope import IAMScope
 from iamscope.engine.cache import CacheSettings, InMemoryRevocations, TokenCache, digest
 from iamscope.errors import ConfigError, SignatureInvalid
+from iamscope.policy import PolicyStore
 from iamscope.policy.access import Access
 from iamscope.policy.traces import TraceScope
+from iamscope.telemetry.spans import CachedAttributes
+from iamscope.testing import LocalIssuer
 from iamscope.tokens.principal import Principal
+from tests._policy import POLICY
 from tests.conftest import FakeClock
 
 ACCESS = Access(
@@ -143,12 +150,78 @@ def test_entries_keep_no_claims_and_share_what_tokens_have_in_common() -> None:
         )
         attributes = {"iamscope.issuer": "corp", "user.roles": ("analyst",)}
         entries.append(cache.put_allowed(subject.encode(), full, ACCESS, 1, attributes))
-    alice, bob = (e.principal for e in entries)
-    assert alice is not None and bob is not None
+    alice, bob = entries  # each entry is the compact principal decisions carry
     assert dict(alice.claims) == {} and dict(bob.claims) == {}
     assert (alice.subject, bob.subject) == ("alice", "bob")
     assert alice.issuer_url is bob.issuer_url and alice.audience is bob.audience
     assert alice.groups is bob.groups and alice.attributes is bob.attributes
     assert dict(alice.attributes) == {"region": ("east",)}
-    assert entries[0].attributes is entries[1].attributes  # one span-attribute mapping
+    assert alice.span_attributes is bob.span_attributes  # one span-attribute mapping
     assert cache.get(b"alice", 1) is entries[0]
+
+
+def test_span_attributes_keep_one_dict_for_what_identities_share() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    entries = []
+    for subject in ("alice", "bob"):
+        attributes = {
+            "iamscope.issuer": "corp",
+            "user.roles": ("analyst",),
+            "user.hash": f"hash-of-{subject}",
+            "iamscope.owner.team": "sales",
+        }
+        entry = cache.put_allowed(
+            subject.encode(), principal(clock, subject=subject), ACCESS, 1, attributes
+        )
+        assert entry.span_attributes == attributes and dict(entry.span_attributes) == attributes
+        entries.append(entry.span_attributes)
+    alice, bob = entries
+    assert isinstance(alice, CachedAttributes) and isinstance(bob, CachedAttributes)
+    assert alice.shared is bob.shared and "user.hash" not in alice.shared
+    assert (alice["user.hash"], bob.get("user.hash")) == ("hash-of-alice", "hash-of-bob")
+    assert len(alice) == 4 and "iamscope.owner.team" in alice and "enduser.id" not in alice
+    assert alice.get("enduser.id") is None
+
+
+def test_span_attributes_with_two_values_of_their_own_stay_whole() -> None:
+    # enduser.id (opt-in) beside user.hash: an identity's own dict, equal all the same.
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    attributes = {"iamscope.issuer": "corp", "user.hash": "h", "enduser.id": "alice"}
+    entry = cache.put_allowed(b"k", principal(clock), ACCESS, 1, attributes)
+    assert type(entry.span_attributes) is dict and entry.span_attributes == attributes
+
+
+def test_an_entry_is_a_frozen_principal_with_only_the_principals_fields_in_view() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    full = principal(clock)
+    entry = cache.put_allowed(b"k", full, ACCESS, 1, {"user.hash": "h"})
+    assert isinstance(entry, Principal) and entry.access is ACCESS
+    assert dataclasses.fields(entry) == dataclasses.fields(Principal)
+    assert repr(entry) == repr(full) and "alice" not in repr(entry)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.subject = "mallory"  # type: ignore[misc]
+    assert entry.subject == "alice" and entry.attributes == {}  # not the span attributes
+
+
+def test_the_hit_path_forgets_an_entry_at_the_ttl_cap_not_at_the_tokens_exp(
+    local_issuer: LocalIssuer, clock: FakeClock
+) -> None:
+    iam = IAMScope(
+        [local_issuer.issuer_config("corp")],
+        PolicyStore(POLICY),
+        hash_key=b"k" * 32,
+        clock=clock,
+        cache=CacheSettings(max_ttl=60),
+    )
+    token = local_issuer.mint(groups=["sales-east"], exp=int(clock()) + 3600)
+    headers = [(b"authorization", f"Bearer {token}".encode())]
+    assert iam.decide(headers).cache == "miss"
+    clock.advance(59)
+    assert iam.peek(headers) is not None
+    clock.advance(1)
+    assert iam.peek(headers) is None  # the token is good for an hour: the cap decides
+    assert iam.decide(headers).cache == "miss"
+    iam.close()

@@ -458,6 +458,20 @@ def test_put_writes_a_verdict_beside_the_identity(
     assert list(bounded.attributes or {}) == list(expected)[-room:]
 
 
+def test_a_cached_identitys_attributes_are_written_as_its_dict_would_be() -> None:
+    # Run on both paths (the module's attribute_path fixture): they must agree.
+    identity = {"iamscope.issuer": "corp", "user.roles": ("analyst",), "user.hash": "h1"}
+    cached = spans.compact_attributes(identity, lambda shared: shared)
+    assert isinstance(cached, spans.CachedAttributes) and cached == identity
+    decision = Decision(True, 9, "hit", attributes=cached)
+    tracer = TracerProvider().get_tracer("t")
+    whole, split = tracer.start_span("whole"), tracer.start_span("split")
+    spans.put(whole, identity, decision)
+    tag(split, decision)
+    assert list((split.attributes or {}).items()) == list((whole.attributes or {}).items())
+    assert (split.attributes or {})["user.hash"] == "h1"
+
+
 def test_the_fast_path_fields_keep_their_shape_in_the_supported_sdk_range() -> None:
     # Fails when an SDK inside FAST_PATH_SDK moves the private fields put() writes: the
     # runtime would fall back to the public path, but the range would then be a lie.
