@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-__all__ = ["verify_signature"]
+__all__ = ["der_signature", "verify_signature"]
 
 _HASHES: Mapping[str, hashes.HashAlgorithm] = {
     "256": hashes.SHA256(),
@@ -52,6 +52,45 @@ def _pss(bits: str) -> Check:
     return check
 
 
+def _der_prefixes(size: int) -> tuple[tuple[bytes, ...], tuple[bytes, bytes]]:
+    """DER around two ``size``-byte unsigned integers whose first byte is not zero.
+
+    An INTEGER is two's complement, so a first byte of 0x80 or more needs a 0x00 in front;
+    the four heads are indexed by (r's high bit, s's high bit), the two middles by s's.
+    Short-form lengths only (so ``size`` ≤ 60: P-256 and P-384).
+    """
+    heads = tuple(
+        bytes((0x30, 4 + 2 * size + hr + hs, 0x02, size + hr)) + b"\x00" * hr
+        for hr in (0, 1)
+        for hs in (0, 1)
+    )
+    return heads, (bytes((0x02, size)), bytes((0x02, size + 1, 0x00)))
+
+
+_DER = {size: _der_prefixes(size) for size in (32, 48)}  # P-256, P-384
+
+
+def der_signature(signature: bytes, size: int) -> bytes:
+    """JWS R || S (RFC 7518 §3.4, ``2 * size`` bytes, checked by the caller) as DER.
+
+    Built from the bytes when neither half starts with a zero byte (all but ~1 in 128
+    signatures): ~0.3 µs where ``encode_dss_signature`` over two ints takes ~1 µs. Any
+    other case (a leading zero, r or s zero, P-521's long-form lengths) takes the
+    reference conversion; r or s out of [1, n - 1] is refused by OpenSSL either way.
+    """
+    r0, s0 = signature[0], signature[size]
+    prefixes = _DER.get(size)
+    if prefixes is not None and r0 and s0:
+        heads, middles = prefixes
+        hs = s0 >> 7
+        return b"".join(
+            (heads[(r0 >> 7) * 2 + hs], signature[:size], middles[hs], signature[size:])
+        )
+    r = int.from_bytes(signature[:size], "big")
+    s = int.from_bytes(signature[size:], "big")
+    return encode_dss_signature(r, s)
+
+
 def _ecdsa(bits: str) -> Check:
     size, ecdsa = _EC_COORDINATE[bits], _ECDSA[bits]
 
@@ -59,9 +98,7 @@ def _ecdsa(bits: str) -> Check:
         # JWS carries R || S of fixed width (RFC 7518 §3.4); any other length is forged.
         if len(signature) != 2 * size:
             raise InvalidSignature
-        r = int.from_bytes(signature[:size], "big")
-        s = int.from_bytes(signature[size:], "big")
-        key.verify(encode_dss_signature(r, s), message, ecdsa)
+        key.verify(der_signature(signature, size), message, ecdsa)
 
     return check
 
