@@ -10,12 +10,11 @@ shell refreshes that issuer's keys (single-flight) and resumes it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from iamscope.errors import (
     AlgorithmNotAllowed,
@@ -350,27 +349,33 @@ _NO_ATTRIBUTES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 _NO_ROLES: frozenset[str] = frozenset()
 
 # Principal is a frozen dataclass: its __init__ sets each of its fifteen fields through
-# object.__setattr__, ~4 µs of a ~40 µs cold verification. Its slots' own descriptors set
-# them in half that. Positional, in field order; tests/tokens/test_verify.py checks that
-# this stays in step with the dataclass (every field set, nothing else).
-_PRINCIPAL_FIELDS = tuple(f.name for f in dataclasses.fields(Principal))
-(
-    _issuer,
-    _issuer_url,
-    _subject,
-    _kind,
-    _expires_at,
-    _groups,
-    _roles,
-    _scopes,
-    _attributes_,
-    _claims,
-    _audience,
-    _issued_at,
-    _token_id,
-    _key_id,
-    _key_thumbprint,
-) = (getattr(Principal, name).__set__ for name in _PRINCIPAL_FIELDS)
+# object.__setattr__, ~4 µs of a ~40 µs cold verification. A plain class with the very
+# same slots is filled by ordinary attribute stores (~20 ns each, where the slots' own
+# descriptors, called, take ~50), then becomes a Principal by __class__ assignment, which
+# Python allows between classes of one layout (and refuses, TypeError, between any
+# others: a field added to Principal alone fails on the first verification, and in
+# tests/tokens/test_verify.py, which also checks every field is set, nothing else).
+
+
+class _PrincipalDraft:
+    __slots__ = Principal.__slots__
+    issuer: str
+    issuer_url: str
+    subject: str
+    kind: PrincipalKind
+    expires_at: float
+    groups: frozenset[str]
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    attributes: Mapping[str, tuple[str, ...]]
+    claims: Mapping[str, Any]
+    audience: tuple[str, ...]
+    issued_at: float | None
+    token_id: str | None
+    key_id: str | None
+    key_thumbprint: str | None
+
+
 _object_new = object.__new__
 
 
@@ -391,23 +396,24 @@ def _new_principal(
     key_id: str | None,
     key_thumbprint: str | None,
 ) -> Principal:
-    principal: Principal = _object_new(Principal)
-    _issuer(principal, issuer)
-    _issuer_url(principal, issuer_url)
-    _subject(principal, subject)
-    _kind(principal, kind)
-    _expires_at(principal, expires_at)
-    _groups(principal, groups)
-    _roles(principal, roles)
-    _scopes(principal, scopes)
-    _attributes_(principal, attributes)
-    _claims(principal, claims)
-    _audience(principal, audience)
-    _issued_at(principal, issued_at)
-    _token_id(principal, token_id)
-    _key_id(principal, key_id)
-    _key_thumbprint(principal, key_thumbprint)
-    return principal
+    draft = _object_new(_PrincipalDraft)
+    draft.issuer = issuer
+    draft.issuer_url = issuer_url
+    draft.subject = subject
+    draft.kind = kind
+    draft.expires_at = expires_at
+    draft.groups = groups
+    draft.roles = roles
+    draft.scopes = scopes
+    draft.attributes = attributes
+    draft.claims = claims
+    draft.audience = audience
+    draft.issued_at = issued_at
+    draft.token_id = token_id
+    draft.key_id = key_id
+    draft.key_thumbprint = key_thumbprint
+    draft.__class__ = Principal  # type: ignore[assignment]
+    return cast(Principal, draft)
 
 
 def _attributes(
