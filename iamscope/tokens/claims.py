@@ -185,7 +185,9 @@ def union(
     """The strings found under every path of ``paths``, united (see :func:`string_values`)."""
     values = _NO_STRINGS
     for path in paths:
-        value = _read(claims, path)
+        value = claims.get(path, _MISSING)  # _read(), inlined: it runs for every path
+        if value is _MISSING and "." in path:
+            value = lookup(claims, path, strict=True)
         if value is _MISSING or value is None:
             continue
         # The two shapes of nearly every token (a list of strings; scopes as one string)
