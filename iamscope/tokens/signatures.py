@@ -8,13 +8,14 @@ are still built by PyJWT (``PyJWK``) once, when a JWKS is loaded.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
 __all__ = ["SIGNATURE_CHECKS", "der_signature", "verify_signature"]
 
@@ -28,7 +29,12 @@ _PKCS1 = padding.PKCS1v15()
 _PSS = {
     bits: padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size) for bits, h in _HASHES.items()
 }
-_ECDSA = {bits: ec.ECDSA(h) for bits, h in _HASHES.items()}
+# The message is hashed by hashlib and the digest handed over as Prehashed: the same
+# check (same hash, same DigestInfo or ECDSA input), without cryptography building a
+# hash context through Python on every call (~0.2 µs RS256, ~0.5 µs ES256, measured).
+_HASHLIB = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+_PRE = {bits: Prehashed(h) for bits, h in _HASHES.items()}
+_ECDSA = {bits: ec.ECDSA(p) for bits, p in _PRE.items()}
 _EC_COORDINATE = {"256": 32, "384": 48, "512": 66}  # ES512 uses P-521: 66-byte coordinates
 
 #: (key, message, signature) -> whether it verifies. Each catches InvalidSignature itself:
@@ -37,11 +43,11 @@ Check = Callable[[Any, bytes, bytes], bool]
 
 
 def _rsa(bits: str) -> Check:
-    digest = _HASHES[bits]
+    digest, h = _PRE[bits], _HASHLIB[bits]
 
     def check(key: Any, message: bytes, signature: bytes) -> bool:
         try:
-            key.verify(signature, message, _PKCS1, digest)
+            key.verify(signature, h(message).digest(), _PKCS1, digest)
         except InvalidSignature:
             return False
         return True
@@ -50,11 +56,11 @@ def _rsa(bits: str) -> Check:
 
 
 def _pss(bits: str) -> Check:
-    digest, pss = _HASHES[bits], _PSS[bits]
+    digest, pss, h = _PRE[bits], _PSS[bits], _HASHLIB[bits]
 
     def check(key: Any, message: bytes, signature: bytes) -> bool:
         try:
-            key.verify(signature, message, pss, digest)
+            key.verify(signature, h(message).digest(), pss, digest)
         except InvalidSignature:
             return False
         return True
@@ -102,14 +108,14 @@ def der_signature(signature: bytes, size: int) -> bytes:
 
 
 def _ecdsa(bits: str) -> Check:
-    size, ecdsa = _EC_COORDINATE[bits], _ECDSA[bits]
+    size, ecdsa, h = _EC_COORDINATE[bits], _ECDSA[bits], _HASHLIB[bits]
 
     def check(key: Any, message: bytes, signature: bytes) -> bool:
         # JWS carries R || S of fixed width (RFC 7518 §3.4); any other length is forged.
         if len(signature) != 2 * size:
             return False
         try:
-            key.verify(der_signature(signature, size), message, ecdsa)
+            key.verify(der_signature(signature, size), h(message).digest(), ecdsa)
         except InvalidSignature:
             return False
         return True
