@@ -42,25 +42,13 @@ _EC_COORDINATE = {"256": 32, "384": 48, "512": 66}  # ES512 uses P-521: 66-byte 
 Check = Callable[[Any, bytes, bytes], bool]
 
 
-def _rsa(bits: str) -> Check:
+def _rsa(bits: str, scheme: padding.AsymmetricPadding) -> Check:
+    """RSxxx (PKCS#1 v1.5) or PSxxx (PSS), by ``scheme``."""
     digest, h = _PRE[bits], _HASHLIB[bits]
 
     def check(key: Any, message: bytes, signature: bytes) -> bool:
         try:
-            key.verify(signature, h(message).digest(), _PKCS1, digest)
-        except InvalidSignature:
-            return False
-        return True
-
-    return check
-
-
-def _pss(bits: str) -> Check:
-    digest, pss, h = _PRE[bits], _PSS[bits], _HASHLIB[bits]
-
-    def check(key: Any, message: bytes, signature: bytes) -> bool:
-        try:
-            key.verify(signature, h(message).digest(), pss, digest)
+            key.verify(signature, h(message).digest(), scheme, digest)
         except InvalidSignature:
             return False
         return True
@@ -132,8 +120,8 @@ def _eddsa(key: Any, message: bytes, signature: bytes) -> bool:
 
 
 SIGNATURE_CHECKS: Mapping[str, Check] = {
-    **{f"RS{b}": _rsa(b) for b in _HASHES},
-    **{f"PS{b}": _pss(b) for b in _HASHES},
+    **{f"RS{b}": _rsa(b, _PKCS1) for b in _HASHES},
+    **{f"PS{b}": _rsa(b, _PSS[b]) for b in _HASHES},
     **{f"ES{b}": _ecdsa(b) for b in _HASHES},
     "EdDSA": _eddsa,
 }
