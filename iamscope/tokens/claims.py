@@ -165,15 +165,6 @@ def string_values(
     raise ClaimMappingError(f"claim '{claim}' must be a string or a list of strings", claim=claim)
 
 
-def _read(claims: Mapping[str, Any], path: str) -> Any:
-    # A top-level claim, present or not, without a call to lookup(): this runs for every
-    # path of the claim map on every cold verification.
-    value = claims.get(path, _MISSING)
-    if value is _MISSING and "." in path:
-        return lookup(claims, path, strict=True)
-    return value
-
-
 def union(
     claims: Mapping[str, Any],
     paths: tuple[str, ...],
@@ -185,7 +176,9 @@ def union(
     """The strings found under every path of ``paths``, united (see :func:`string_values`)."""
     values = _NO_STRINGS
     for path in paths:
-        value = claims.get(path, _MISSING)  # _read(), inlined: it runs for every path
+        # A top-level claim without a call to lookup(): this runs for every path of the
+        # claim map on every cold verification.
+        value = claims.get(path, _MISSING)
         if value is _MISSING and "." in path:
             value = lookup(claims, path, strict=True)
         if value is _MISSING or value is None:
@@ -225,7 +218,9 @@ def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
     name the client in ``common_name``.
     """
     for path in paths:
-        value = _read(claims, path)
+        value = claims.get(path, _MISSING)  # as in union(), without a call
+        if value is _MISSING and "." in path:
+            value = lookup(claims, path, strict=True)
         if value is not _MISSING and value is not None and value != "":
             return path, value
     return "", _MISSING
