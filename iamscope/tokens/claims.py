@@ -165,15 +165,6 @@ def string_values(
     raise ClaimMappingError(f"claim '{claim}' must be a string or a list of strings", claim=claim)
 
 
-def _read(claims: Mapping[str, Any], path: str) -> Any:
-    # A top-level claim, present or not, without a call to lookup(): this runs for every
-    # path of the claim map on every cold verification.
-    value = claims.get(path, _MISSING)
-    if value is _MISSING and "." in path:
-        return lookup(claims, path, strict=True)
-    return value
-
-
 def union(
     claims: Mapping[str, Any],
     paths: tuple[str, ...],
@@ -185,18 +176,34 @@ def union(
     """The strings found under every path of ``paths``, united (see :func:`string_values`)."""
     values = _NO_STRINGS
     for path in paths:
-        value = _read(claims, path)
+        # A top-level claim without a call to lookup(): this runs for every path of the
+        # claim map on every cold verification.
+        value = claims.get(path, _MISSING)
+        if value is _MISSING and "." in path:
+            value = lookup(claims, path, strict=True)
         if value is _MISSING or value is None:
             continue
-        found = frozenset(
-            string_values(
-                value,
-                claim=path,
-                delimiter=delimiter,
-                split_spaces=split_spaces,
-                allow_string=allow_string,
+        # The two shapes of nearly every token (a list of strings; scopes as one string)
+        # straight into the set: through string_values' tuple they cost ~0.3 µs more each,
+        # on every cold verification. Anything else, and every fault, is string_values'.
+        if type(value) is list:
+            try:
+                "".join(value)  # a C-speed proof that every item is a string
+                found = frozenset(value)
+            except TypeError:
+                found = frozenset(string_values(value, claim=path, delimiter=delimiter))
+        elif split_spaces and type(value) is str:
+            found = frozenset(value.split())
+        else:
+            found = frozenset(
+                string_values(
+                    value,
+                    claim=path,
+                    delimiter=delimiter,
+                    split_spaces=split_spaces,
+                    allow_string=allow_string,
+                )
             )
-        )
         values = values | found if values else found  # mostly one path holds the claim
     return values
 
@@ -211,7 +218,9 @@ def first(claims: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[str, Any]:
     name the client in ``common_name``.
     """
     for path in paths:
-        value = _read(claims, path)
+        value = claims.get(path, _MISSING)  # as in union(), without a call
+        if value is _MISSING and "." in path:
+            value = lookup(claims, path, strict=True)
         if value is not _MISSING and value is not None and value != "":
             return path, value
     return "", _MISSING

@@ -323,8 +323,8 @@ class KeyStore:
         """The live keys a token may be checked with: the candidates under its ``kid``;
         with no ``kid``, the issuer's one key for ``alg`` (several: the token is refused)."""
         snapshot = self._state[cfg.name].keyset
-        grace = self._policies[cfg.name].removed_key_grace
         if kid is None:
+            grace = self._policies[cfg.name].removed_key_grace
             live = tuple(
                 k
                 for candidates in snapshot.keys.values()
@@ -340,6 +340,7 @@ class KeyStore:
         candidates = snapshot.keys.get(kid, ())
         if not snapshot.leaving:
             return candidates
+        grace = self._policies[cfg.name].removed_key_grace
         return tuple(k for k in candidates if _live(snapshot, k, now, grace))
 
     def holds(self, name: str, thumbprint: str) -> bool:

@@ -10,7 +10,6 @@ shell refreshes that issuer's keys (single-flight) and resumes it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -41,7 +40,7 @@ from iamscope.tokens.jose import DEFAULT_MAX_TOKEN_BYTES, ParsedToken, parse
 from iamscope.tokens.keys import KeyNeed, KeyPolicy, KeyStore, VerificationKey
 from iamscope.tokens.principal import Principal, PrincipalKind
 from iamscope.tokens.providers import check_audience
-from iamscope.tokens.signatures import verify_signature
+from iamscope.tokens.signatures import SIGNATURE_CHECKS
 
 __all__ = ["Clock", "Verifier", "principal_from_claims"]
 
@@ -107,7 +106,10 @@ class Verifier:
         keys = self.keys.lookup(cfg, kid, alg, now)
         if not keys:
             raise self.keys.missing_error(cfg, kid, now, None)
-        return _finish(parsed, cfg, alg, keys, now)
+        key = _verified_key(parsed, cfg, alg, keys)  # _finish, inlined: a call per token
+        if key is None:
+            raise SignatureInvalid("signature does not verify", issuer=cfg.name)
+        return _principal(parsed, cfg, now, key)
 
     def _prepare(self, token: str) -> tuple[ParsedToken, IssuerConfig, str, str | None]:
         """Parse, select the issuer by exact ``iss``, check the header against its rules.
@@ -190,10 +192,11 @@ def _verified_key(
 ) -> VerificationKey | None:
     """The candidate key that verifies the signature (several share a kid at times)."""
     fitting = False
+    check = SIGNATURE_CHECKS[alg]
     for key in keys:
         if alg in key.algorithms:
             fitting = True
-            if verify_signature(alg, key.key, parsed.signing_input, parsed.signature):
+            if check(key.key, parsed.signing_input, parsed.signature):
                 return key
     if not fitting:
         # The JWK's own alg (or its key type) must agree with the token's.
@@ -229,13 +232,23 @@ def _date_claim(payload: Mapping[str, Any], name: str, issuer: str) -> float | N
 def _check_times(
     payload: Mapping[str, Any], cfg: IssuerConfig, now: float
 ) -> tuple[float, float | None]:
-    exp = _date_claim(payload, "exp", cfg.name)
-    if exp is None:
-        raise ClaimMissing("token has no 'exp'", claim="exp", issuer=cfg.name)
+    # exp and iat as nearly every token has them, integers in range, judged here: two
+    # calls fewer per token. Anything else goes through the same functions as before.
+    exp = payload.get("exp")
+    if type(exp) is int and MIN_NUMERIC_DATE <= exp <= MAX_NUMERIC_DATE:
+        exp = float(exp)
+    else:
+        exp = _date_claim(payload, "exp", cfg.name)
+        if exp is None:
+            raise ClaimMissing("token has no 'exp'", claim="exp", issuer=cfg.name)
     nbf = payload.get("nbf")  # judged only when present: most tokens carry none
     if nbf is not None:
         nbf = _numeric_date(nbf, "nbf", cfg.name)
-    iat = _date_claim(payload, "iat", cfg.name)
+    iat = payload.get("iat")
+    if type(iat) is int and MIN_NUMERIC_DATE <= iat <= MAX_NUMERIC_DATE:
+        iat = float(iat)
+    elif iat is not None:
+        iat = _numeric_date(iat, "iat", cfg.name)
     leeway = cfg.leeway
     if now >= exp + leeway:
         raise TokenExpired("token has expired", claim="exp", issuer=cfg.name)
@@ -337,7 +350,7 @@ def _map(
         else _NO_ROLES,
         claim_paths.union(payload, cmap.scopes, delimiter=None, split_spaces=True),
         MappingProxyType(_attributes(payload, attributes)) if attributes else _NO_ATTRIBUTES,
-        claim_paths.freeze(payload),
+        claim_paths.FrozenClaims(payload),  # not freeze(): a call fewer per token
         (aud,) if type(aud) is str else tuple(aud or ()),
         iat,
         payload.get("jti"),
@@ -350,27 +363,33 @@ _NO_ATTRIBUTES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 _NO_ROLES: frozenset[str] = frozenset()
 
 # Principal is a frozen dataclass: its __init__ sets each of its fifteen fields through
-# object.__setattr__, ~4 µs of a ~40 µs cold verification. Its slots' own descriptors set
-# them in half that. Positional, in field order; tests/tokens/test_verify.py checks that
-# this stays in step with the dataclass (every field set, nothing else).
-_PRINCIPAL_FIELDS = tuple(f.name for f in dataclasses.fields(Principal))
-(
-    _issuer,
-    _issuer_url,
-    _subject,
-    _kind,
-    _expires_at,
-    _groups,
-    _roles,
-    _scopes,
-    _attributes_,
-    _claims,
-    _audience,
-    _issued_at,
-    _token_id,
-    _key_id,
-    _key_thumbprint,
-) = (getattr(Principal, name).__set__ for name in _PRINCIPAL_FIELDS)
+# object.__setattr__, ~4 µs of a ~40 µs cold verification. A plain class with the very
+# same slots is filled by ordinary attribute stores (~20 ns each, where the slots' own
+# descriptors, called, take ~50), then becomes a Principal by __class__ assignment, which
+# Python allows between classes of one layout (and refuses, TypeError, between any
+# others: a field added to Principal alone fails on the first verification, and in
+# tests/tokens/test_verify.py, which also checks every field is set, nothing else).
+
+
+class _PrincipalDraft:
+    __slots__ = Principal.__slots__
+    issuer: str
+    issuer_url: str
+    subject: str
+    kind: PrincipalKind
+    expires_at: float
+    groups: frozenset[str]
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    attributes: Mapping[str, tuple[str, ...]]
+    claims: Mapping[str, Any]
+    audience: tuple[str, ...]
+    issued_at: float | None
+    token_id: str | None
+    key_id: str | None
+    key_thumbprint: str | None
+
+
 _object_new = object.__new__
 
 
@@ -391,23 +410,24 @@ def _new_principal(
     key_id: str | None,
     key_thumbprint: str | None,
 ) -> Principal:
-    principal: Principal = _object_new(Principal)
-    _issuer(principal, issuer)
-    _issuer_url(principal, issuer_url)
-    _subject(principal, subject)
-    _kind(principal, kind)
-    _expires_at(principal, expires_at)
-    _groups(principal, groups)
-    _roles(principal, roles)
-    _scopes(principal, scopes)
-    _attributes_(principal, attributes)
-    _claims(principal, claims)
-    _audience(principal, audience)
-    _issued_at(principal, issued_at)
-    _token_id(principal, token_id)
-    _key_id(principal, key_id)
-    _key_thumbprint(principal, key_thumbprint)
-    return principal
+    draft = _object_new(_PrincipalDraft)
+    draft.issuer = issuer
+    draft.issuer_url = issuer_url
+    draft.subject = subject
+    draft.kind = kind
+    draft.expires_at = expires_at
+    draft.groups = groups
+    draft.roles = roles
+    draft.scopes = scopes
+    draft.attributes = attributes
+    draft.claims = claims
+    draft.audience = audience
+    draft.issued_at = issued_at
+    draft.token_id = token_id
+    draft.key_id = key_id
+    draft.key_thumbprint = key_thumbprint
+    draft.__class__ = Principal  # type: ignore[assignment]
+    return draft  # type: ignore[return-value]  # a Principal now (typing.cast is a call)
 
 
 def _attributes(

@@ -75,6 +75,32 @@ def test_fast_and_slow_paths_agree_on_hand_made_tokens(token: str) -> None:
     agree(token)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"sub":1,"sub":2}',  # duplicate member
+        b'{"a":{"b":1,"b":2}}',  # nested duplicate
+        b'{"exp":NaN}',
+        b'{"exp":-Infinity}',
+        b'{"sub":"\\ud800"}',  # lone surrogate
+        b'{"sub":"\\ud83d\\ude00"}',  # a pair: fine
+        b'{"sub":"\xff"}',  # not UTF-8
+        b'{"sub":"a"} ',  # trailing blank: the reference accepts it
+        b' {"sub":"a"}',  # leading blank: likewise
+        b'{"sub":"a"}x',
+        b'{"sub":"a"}{}',
+        b"[1]",
+        b'"sub"',
+        b"",
+        b"{",
+        b'{"n":' + b"1" * 5000 + b"}",  # beyond int's string-length limit
+        b'{"s":' + b"[" * 5000 + b"]" * 5000 + b"}",  # deeper than the stack
+    ],
+)
+def test_fast_and_slow_paths_agree_on_payload_json(payload: bytes) -> None:
+    agree(f"{HEADER}.{b64(payload)}.{SIGNATURE}")
+
+
 def test_non_zero_trailing_bits_defer_to_the_slow_path() -> None:
     bumped = SIGNATURE[:-1] + chr(ord(SIGNATURE[-1]) + 1)
     agree(f"{HEADER}.{PAYLOAD}.{bumped}")

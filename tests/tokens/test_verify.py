@@ -952,7 +952,9 @@ def test_the_fast_principal_constructor_sets_every_field_the_dataclass_has() -> 
     # Distinct values, so a field set from its neighbour's argument shows.
     values: dict[str, Any] = {name: f"value of {name}" for name in fields}
     made = core._new_principal(*values.values())
+    assert type(made) is Principal
     assert {name: getattr(made, name) for name in fields} == values
+    assert dataclasses.replace(made, subject="bob").subject == "bob"  # a Principal like any
     assert list(core._new_principal.__code__.co_varnames[: len(fields)]) == fields
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.subject = "someone else"  # type: ignore[misc]
