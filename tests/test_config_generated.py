@@ -538,3 +538,15 @@ def test_messages_show_huge_integers_by_size_and_cut_long_values() -> None:
     assert shown(12) == "12"
     with pytest.raises(ConfigError, match=r"unknown cache key <an integer of about 4,401"):
         reject_unknown({-(10**4400): 1}, ["max_entries"], None, "cache")
+
+
+def test_issuers_built_in_code_show_a_huge_preset_by_size() -> None:
+    """``issuers_from_config`` is public: called directly (no load_config check first),
+    an odd preset is still a ConfigError whose message never fails to print."""
+    from iamscope.tokens import issuers_from_config
+
+    base = {"name": "corp", "issuer": "https://idp.example", "audience": "api://x"}
+    with pytest.raises(ConfigError, match=r"unknown preset <an integer of about 5,001 digits>"):
+        issuers_from_config([{**base, "preset": 10**5000}])
+    with pytest.raises(ConfigError, match=r"unknown preset 'okat'.*did you mean 'okta'"):
+        issuers_from_config([{**base, "preset": "okat"}])

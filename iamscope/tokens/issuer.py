@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from iamscope._yaml import did_you_mean, item_line, reject_unknown
+from iamscope._yaml import did_you_mean, item_line, reject_unknown, shown
 from iamscope.errors import ConfigError
 from iamscope.tokens.claims import ClaimMap
 from iamscope.tokens.extract import Source
@@ -131,10 +131,9 @@ class IssuerConfig:
         if "preset" in data:
             preset = data["preset"]
             if not isinstance(preset, str) or preset not in PRESETS:
+                hint = did_you_mean(preset, PRESETS) if isinstance(preset, str) else ""
                 raise ConfigError(
-                    f"unknown preset {preset!r}{did_you_mean(str(preset), PRESETS)}",
-                    source=where,
-                    key="preset",
+                    f"unknown preset {shown(preset)}{hint}", source=where, key="preset"
                 )
             kwargs["preset"] = PRESETS[preset]
         if "claims" in data:
