@@ -306,9 +306,29 @@ class TokenVerifier:
         the issuers that are due. Returns the seconds until the next pass is due."""
         store = self.core.keys
         store.retire_due(self.core.clock())
-        for name in store.due(self.core.clock()):
-            self._refresh(name, None, "periodic")
+        names = store.due(self.core.clock())
+        if len(names) == 1:
+            self._refresh(names[0], None, "periodic")
+        elif names:
+            # One thread per issuer due, as the async shell gathers them: an issuer that
+            # hangs holds up its own refresh only, never another issuer's rotation.
+            passes = [
+                threading.Thread(
+                    target=self._periodic, args=(name,), name=f"iamscope-keys-{name}", daemon=True
+                )
+                for name in names
+            ]
+            for each in passes:
+                each.start()
+            for each in passes:
+                each.join()
         return store.next_wake(self.core.clock())
+
+    def _periodic(self, name: str) -> None:
+        try:
+            self._refresh(name, None, "periodic")
+        except Exception:  # the loop's own handler is on another thread
+            log.exception("iamscope: the background key refresh of %r failed", name)
 
     @property
     def refreshing(self) -> bool:

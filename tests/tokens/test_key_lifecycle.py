@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -402,6 +403,64 @@ def test_refresher_costs_one_conditional_request_per_interval(
         )
     finally:
         other.stop()
+
+
+HANGS = KeyPolicy(fetch_timeout=3.0)
+
+
+@pytest.fixture
+def stuck() -> Iterator[LocalIssuer]:
+    """A second issuer whose every request hangs until released (or HANGS' timeout)."""
+    issuer = LocalIssuer().start()
+    issuer.hang()
+    try:
+        yield issuer
+    finally:
+        issuer.release()
+        issuer.stop()
+
+
+def test_a_hanging_issuer_never_holds_up_another_issuers_refresh(
+    local_issuer: LocalIssuer, stuck: LocalIssuer, clock: FakeClock
+) -> None:
+    """The background pass refreshes the issuers due side by side (the sync shell gives
+    each a thread): a rotation at one issuer is followed on schedule while another hangs
+    until its fetch_timeout."""
+    # The stuck issuer is listed first: a pass in sequence would wait for it before "a".
+    issuers = [stuck.issuer_config("stuck", keys=HANGS), local_issuer.issuer_config("a")]
+    verifier = TokenVerifier(issuers, clock=clock, background=False)
+    try:
+        worker = threading.Thread(target=verifier.run_due)
+        worker.start()
+        until(lambda: local_issuer.requests[JWKS] == 1, 0.5 + SLACK)
+        assert worker.is_alive()  # the stuck issuer's fetch is still running
+        stuck.release()
+        worker.join(timeout=HANGS.fetch_timeout + SLACK)
+        assert not worker.is_alive()
+    finally:
+        verifier.close()
+
+
+def test_a_hanging_issuer_never_holds_up_another_in_the_async_shell(
+    local_issuer: LocalIssuer, stuck: LocalIssuer, clock: FakeClock
+) -> None:
+    issuers = [stuck.issuer_config("stuck", keys=HANGS), local_issuer.issuer_config("a")]
+
+    async def main() -> None:
+        verifier = AsyncTokenVerifier(issuers, clock=clock, background=False)
+        task = asyncio.ensure_future(verifier.run_due())
+        for _ in range(int((0.5 + SLACK) / 0.05)):
+            await asyncio.sleep(0.05)
+            if local_issuer.requests[JWKS] == 1:
+                break
+        else:
+            raise AssertionError("issuer 'a' was not refreshed while 'stuck' hung")
+        assert not task.done()
+        stuck.release()
+        await asyncio.wait_for(task, HANGS.fetch_timeout + SLACK)
+        await verifier.aclose()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize(
