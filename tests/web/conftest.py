@@ -9,10 +9,9 @@ import pytest
 
 from iamscope import IAMScope
 from iamscope.engine.cache import InMemoryRevocations
-from iamscope.policy import PolicyStore
 from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
-from tests._policy import POLICY
+from tests.web._engine import engine
 
 
 @pytest.fixture
@@ -22,11 +21,9 @@ def sink() -> ListSink:
 
 @pytest.fixture
 def iam(local_issuer: LocalIssuer, sink: ListSink) -> Iterator[IAMScope]:
-    scope = IAMScope(
-        [local_issuer.issuer_config("corp")],
-        PolicyStore(POLICY),
-        audit=sink,
-        hash_key=b"k" * 32,
+    scope = engine(
+        local_issuer,
+        sink,
         public_paths=("/health",),
         public_prefixes=("/static/",),
         revocations=InMemoryRevocations(),

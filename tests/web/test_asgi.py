@@ -18,10 +18,10 @@ from starlette.websockets import WebSocket
 
 from iamscope import IAMScope, IAMScopeMiddleware, KeyPolicy, current, require
 from iamscope.engine.cache import InMemoryRevocations
-from iamscope.policy import PolicyStore
 from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from tests._policy import POLICY
+from tests.web._engine import engine
 
 
 async def whoami(request: Request) -> JSONResponse:
@@ -279,7 +279,7 @@ def test_a_thousand_concurrent_identities_each_see_their_own_access(
     # default request_wait (2 s; its 503 is tested in tests/tokens). What is tested here
     # is isolation and one fetch, so the wait is long enough never to be the question.
     config = local_issuer.issuer_config("corp", keys=KeyPolicy(request_wait=60.0))
-    iam = IAMScope([config], PolicyStore(POLICY), audit=sink, hash_key=b"k" * 32)
+    iam = engine(local_issuer, sink, issuer=config)
     app = make_app(iam)
     tokens = [local_issuer.mint(sub=f"user-{i}", groups=[f"team-{i % 10}"]) for i in range(1000)]
 
@@ -381,11 +381,9 @@ def test_lifespan_passes_through(iam: IAMScope) -> None:
 def test_optional_mode_lets_anonymous_through_and_decorators_decide(
     local_issuer: LocalIssuer, sink: ListSink
 ) -> None:
-    iam = IAMScope(
-        [local_issuer.issuer_config("corp")],
-        PolicyStore(POLICY),
-        audit=sink,
-        hash_key=b"k" * 32,
+    iam = engine(
+        local_issuer,
+        sink,
         optional=True,
     )
     app = make_app(iam)
@@ -400,11 +398,9 @@ def test_answers_can_be_customised(local_issuer: LocalIssuer, sink: ListSink) ->
         body = json.dumps({"error": error.code, "id": decision_id}).encode()
         return error.status, [("content-type", "application/json"), ("x-denied", "1")], body
 
-    iam = IAMScope(
-        [local_issuer.issuer_config("corp")],
-        PolicyStore(POLICY),
-        audit=sink,
-        hash_key=b"k" * 32,
+    iam = engine(
+        local_issuer,
+        sink,
         answer=answer,
     )
     app = make_app(iam)
@@ -427,11 +423,9 @@ def test_cache_hits_are_answered_without_io(iam: IAMScope, local_issuer: LocalIs
 
 
 def test_allowed_hits_can_be_summarised(local_issuer: LocalIssuer, sink: ListSink) -> None:
-    iam = IAMScope(
-        [local_issuer.issuer_config("corp")],
-        PolicyStore(POLICY),
-        audit=sink,
-        hash_key=b"k" * 32,
+    iam = engine(
+        local_issuer,
+        sink,
         audit_hits="summary",
         summary_interval=3600,
     )

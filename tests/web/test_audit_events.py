@@ -13,22 +13,12 @@ from starlette.responses import JSONResponse
 
 from iamscope import IAMScope, IAMScopeMiddleware, IAMScopeWSGIMiddleware, require
 from iamscope.errors import RoleRequired
-from iamscope.policy import Access, PolicyStore
+from iamscope.policy import Access
 from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from iamscope.web.fastapi import requires
-from tests._policy import POLICY
+from tests.web._engine import engine
 from tests.web.test_asgi import get, make_app
-
-
-def engine(local_issuer: LocalIssuer, sink: ListSink, **kw: Any) -> IAMScope:
-    return IAMScope(
-        [local_issuer.issuer_config("corp")],
-        PolicyStore(POLICY),
-        audit=sink,
-        hash_key=b"k" * 32,
-        **kw,
-    )
 
 
 def fastapi_app(iam: IAMScope) -> Any:

@@ -9,23 +9,17 @@ import pytest
 from fastapi import Depends, FastAPI
 
 from iamscope import IAMScope, IAMScopeMiddleware
-from iamscope.policy import Access, PolicyStore
+from iamscope.policy import Access
 from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
 from iamscope.web.fastapi import requires
 from tests._http import get
-from tests._policy import POLICY
+from tests.web._engine import engine
 
 
 @pytest.fixture
 def iam(local_issuer: LocalIssuer) -> Iterator[IAMScope]:
-    scope = IAMScope(
-        [local_issuer.issuer_config("corp")],
-        PolicyStore(POLICY),
-        audit=ListSink(),
-        hash_key=b"k" * 32,
-        optional=True,
-    )
+    scope = engine(local_issuer, optional=True)
     yield scope
     scope.close()
 
@@ -74,9 +68,7 @@ def test_dependency_refusals_link_the_answer_and_the_audit_event(
     local_issuer: LocalIssuer,
 ) -> None:
     sink = ListSink()
-    iam = IAMScope(
-        [local_issuer.issuer_config("corp")], PolicyStore(POLICY), audit=sink, hash_key=b"k" * 32
-    )
+    iam = engine(local_issuer, sink)
     denied = get(make_app(iam), "/sales", local_issuer.mint(groups=["marketing"]))
     iam.close()
     assert denied.status_code == 403

@@ -12,21 +12,14 @@ import httpx
 import pytest
 
 from iamscope import IAMScope, IAMScopeWSGIMiddleware, current, require
-from iamscope.policy import PolicyStore
 from iamscope.telemetry.audit import ListSink
 from iamscope.testing import LocalIssuer
-from tests._policy import POLICY
+from tests.web._engine import engine
 
 
 @pytest.fixture
 def iam(local_issuer: LocalIssuer) -> Iterator[IAMScope]:
-    scope = IAMScope(
-        [local_issuer.issuer_config("corp")],
-        PolicyStore(POLICY),
-        audit=ListSink(),
-        hash_key=b"k" * 32,
-        public_paths=("/health",),
-    )
+    scope = engine(local_issuer, public_paths=("/health",))
     yield scope
     scope.close()
 
