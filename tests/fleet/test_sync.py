@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,20 +42,6 @@ def wait_until(check: Callable[[], bool], limit: float) -> float:
             pytest.fail(f"not within {limit} s")
         time.sleep(0.005)
     return time.monotonic() - started
-
-
-@pytest.fixture
-def fleets(redis: RedisServer, namespace: str) -> Iterator[Callable[..., Fleet]]:
-    made: list[Fleet] = []
-
-    def make(url: str | None = None, **settings: Any) -> Fleet:
-        fleet = Fleet(SharedSettings(namespace=namespace, **settings), url=url or redis.url)
-        made.append(fleet)
-        return fleet
-
-    yield make
-    for fleet in made:
-        fleet.close()
 
 
 def test_revocation_reaches_another_process_within_a_second(fleets: Callable[..., Fleet]) -> None:

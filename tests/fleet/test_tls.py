@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from iamscope.errors import RevocationsUnavailable
-from iamscope.fleet import Fleet, SharedSettings
+from iamscope.fleet import Fleet
 from tests.fleet._redis import RedisServer, TLSFiles, redis_server
 from tests.fleet.test_sync import principal, wait_until
 
@@ -94,20 +93,6 @@ def make_tls_files(directory: Path) -> TLSFiles:
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with redis_server(make_tls_files(tmp_path_factory.mktemp("tls"))) as server:
         yield server
-
-
-@pytest.fixture
-def fleets(namespace: str) -> Iterator[Callable[..., Fleet]]:
-    made: list[Fleet] = []
-
-    def make(url: str, **settings: Any) -> Fleet:
-        fleet = Fleet(SharedSettings(namespace=namespace, **settings), url=url)
-        made.append(fleet)
-        return fleet
-
-    yield make
-    for fleet in made:
-        fleet.close()
 
 
 def test_revocations_travel_over_tls(tls_redis: RedisServer, fleets: Callable[..., Fleet]) -> None:
